@@ -1,0 +1,28 @@
+# flowsr development tasks. `make test` is what CI runs (.ci/run).
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+# Written after a successful install; re-install when the dependency files change.
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test demo lint clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --no-input -c constraints.txt -e '.[dev]'
+	touch $@
+
+test: venv
+	$(VPY) -m pytest -q -n 2 tests
+
+demo: venv
+	$(VPY) docs/examples/compose_conditional_flow.py
+
+lint: venv
+	$(VENV)/bin/ruff check flowsr tests
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

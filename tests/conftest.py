@@ -1,0 +1,71 @@
+"""Shared test configuration.
+
+* One torch thread: property tests are many tiny ops, where threading only adds overhead and
+  oversubscribes the cores that pytest-xdist workers already use.
+* Hypothesis profiles ``ci`` (default), ``dev`` and ``thorough``; pick one with the
+  ``HYPOTHESIS_PROFILE`` environment variable, e.g. ``HYPOTHESIS_PROFILE=thorough make test``.
+* Fixtures ``float64`` (default dtype float64 for one test) and ``golden_dir`` (the shared
+  reference fixtures: ``<repo>/../shared/reference``, or ``$FLOWSR_SHARED/reference``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+torch.set_num_threads(1)
+
+# Property tests take the `float64` fixture below. It is function-scoped, so Hypothesis would
+# fail them with HealthCheck.function_scoped_fixture; the fixture is safe to share across
+# generated examples (it only sets the default dtype), so that check is off in every profile.
+_FIXTURES_OK = [HealthCheck.function_scoped_fixture]
+
+settings.register_profile(
+    "ci",
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+        *_FIXTURES_OK,
+    ],
+)
+settings.register_profile("dev", max_examples=10, deadline=None, suppress_health_check=_FIXTURES_OK)
+settings.register_profile("thorough", max_examples=200, deadline=None, suppress_health_check=_FIXTURES_OK)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shared_dir() -> Path:
+    """The shared data folder: ``$FLOWSR_SHARED`` if set, else ``<repo>/../shared``."""
+    override = os.environ.get("FLOWSR_SHARED")
+    return Path(override).expanduser().resolve() if override else REPO_ROOT.parent / "shared"
+
+
+@pytest.fixture
+def float64() -> Iterator[torch.dtype]:
+    """Run the test with ``torch.float64`` as the default dtype, restoring the previous one."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield torch.float64
+    finally:
+        torch.set_default_dtype(previous)
+
+
+@pytest.fixture
+def golden_dir() -> Path:
+    """Folder of the reference (golden) fixtures; skips the test when it is not there."""
+    path = shared_dir() / "reference"
+    if not path.is_dir():
+        pytest.skip(f"reference fixtures not found at {path}; set FLOWSR_SHARED to the folder that contains reference/")
+    return path
