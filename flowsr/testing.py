@@ -46,7 +46,7 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -77,8 +77,8 @@ __all__ = [
 #: full ``D x D`` Jacobian (cost grows like ``D`` backward passes plus an ``O(D^3)`` determinant).
 MAX_AUTOGRAD_DIM = 2048
 
-TensorArg = Union[Tensor, Sequence[Tensor]]  # noqa: UP007 - runtime alias, Python 3.9 compatible
-OptTensorArg = Union[Tensor, Sequence[Tensor], None]  # noqa: UP007
+TensorArg = Tensor | Sequence[Tensor]
+OptTensorArg = Tensor | Sequence[Tensor] | None
 
 
 # --------------------------------------------------------------------------------------------
