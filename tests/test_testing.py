@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -390,3 +392,23 @@ def test_property_glow_coupling_passes_check_all(case, seed):
     ft.perturb_parameters(layer, seed=seed)
     x, c = case.make()
     ft.check_all(layer, x, c)
+
+
+# --------------------------------------------------------------------------------------------
+# the documented example (docs/layers.md) stays in sync with docs/examples and keeps passing
+# --------------------------------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_docs_example_is_in_sync_and_passes():
+    example = DOCS / "examples" / "custom_layer_test.py"
+    text = (DOCS / "layers.md").read_text()
+    section = text.split("## Write your own conditional layer and test it with flowsr.testing", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert code == example.read_text().rstrip() + "\n", "docs/layers.md example differs from docs/examples"
+    spec = importlib.util.spec_from_file_location("custom_layer_example", example)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.test_conditional_affine_properties()
+    module.test_conditional_affine_float32_smoke()
