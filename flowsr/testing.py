@@ -38,6 +38,12 @@ Conventions (FrEIA 0.2): ``module(x_list, c=c_list, rev=False, jac=True) -> (out
 a tuple, a list or (``GraphINN``/``SequenceINN`` without ``force_tuple_output``) a bare tensor; the
 log-det may be a ``(B,)`` tensor, a 0-dim or ``(1,)`` tensor, a Python or numpy number.
 :func:`run_module` turns all of these into ``(tuple_of_tensors, (B,) tensor)``.
+
+Precision: exact checks need float64 *and* modules built under ``default_dtype(torch.float64)``.
+Run float64 FrEIA 0.2 ``GraphINN``s under ``default_dtype(torch.float64)`` as well: ``GraphINN``
+turns Python-number log-dets of its nodes (Haar, Split, PermuteRandom, ...) into tensors of the
+default dtype, so outside the context they are rounded to float32 (about 1e-7 relative error,
+which :func:`assert_logdet_matches_autograd` reports).
 """
 
 from __future__ import annotations
