@@ -32,7 +32,9 @@ class ActNorm(FlowModule):
     that batch has zero mean and unit variance per channel. If ``bias`` already holds a non-zero
     entry (e.g. weights set by hand), the layer is only marked initialised. No initialisation
     ever happens in eval mode or on a reverse call (the first reverse call in training mode just
-    uses the current parameters). :meth:`initialize` triggers it explicitly.
+    uses the current parameters). :meth:`initialize` triggers it explicitly (and is the way to
+    re-initialise: once the layer has seen ``initialized == True`` in a training call it keeps
+    that in a Python attribute, so that later calls need no host-device sync to read the buffer).
 
     The flag is the boolean buffer ``initialized``. It is **non-persistent** (not in the
     ``state_dict``, whose keys are exactly the official ``bias`` / ``logs``), and loading a
@@ -58,6 +60,9 @@ class ActNorm(FlowModule):
         self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.logs = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.register_buffer("initialized", torch.tensor(False), persistent=False)
+        # Python mirror of a True flag: after initialisation, training forwards skip reading the
+        # buffer (a host-device sync per layer and call on GPUs).
+        self._init_done = False
 
     # -- initialisation --------------------------------------------------------------------------
     @property
@@ -87,15 +92,19 @@ class ActNorm(FlowModule):
         logs = torch.log(1.0 / (torch.sqrt(var) + 1e-6))
         self.bias.copy_(bias)
         self.logs.copy_(logs)
+        self._mark_initialized()
+
+    @torch.no_grad()
+    def _mark_initialized(self) -> None:
         self.initialized.fill_(True)
+        self._init_done = True
 
     def _maybe_initialize(self, x: Tensor) -> None:
         """Glow rule: init from this batch on the first training call unless ``bias`` is non-zero."""
-        if not self.training or bool(self.initialized):
+        if not self.training or self._init_done:
             return
-        if bool((self.bias != 0).any()):
-            with torch.no_grad():
-                self.initialized.fill_(True)
+        if bool(self.initialized) or bool((self.bias != 0).any()):
+            self._mark_initialized()
             return
         self.initialize(x)
 
@@ -113,8 +122,7 @@ class ActNorm(FlowModule):
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
         if prefix + "bias" in state_dict or prefix + "logs" in state_dict:
-            with torch.no_grad():
-                self.initialized.fill_(True)
+            self._mark_initialized()
 
     # -- transform -------------------------------------------------------------------------------
     def normalize(self, x: Tensor) -> Tensor:
