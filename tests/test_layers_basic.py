@@ -125,6 +125,7 @@ class Case:
     min_channels: int = 1
     conditions: int = 0
     name: str = ""  # the layer name that error messages must contain
+    odd_name: str = ""  # the layer that rejects odd spatial sizes (default: ``name``)
 
 
 CASES: dict[str, Case] = {
@@ -135,7 +136,7 @@ CASES: dict[str, Case] = {
     "perm_random": Case(_perm_random, name="FixedPermutation"),
     "squeeze": Case(_squeeze, factor=2, name="Squeeze"),
     "haar": Case(_haar, factor=2, name="HaarDownsampling"),
-    "sequence": Case(_sequence, factor=2, name="FlowSequence"),
+    "sequence": Case(_sequence, factor=2, name="FlowSequence", odd_name="Squeeze"),
     "inverse_haar": Case(_inverse_haar, channel_multiple=4, name="Inverse(HaarDownsampling)"),
     "inverse_invconv": Case(_inverse_invconv, name="Inverse(InvConv1x1)"),
     "nflows_conv": Case(_nflows_conv, min_channels=2, name="NflowsTransform(OneByOneConvolution)"),
@@ -225,17 +226,20 @@ def test_bad_input_raises_value_error_naming_the_layer(case_name, float64):
     name = case.name
     with pytest.raises(ValueError, match="^" + re.escape(name)):
         ft.run_module(module, torch.randn(2, C + 1, 4, 4), c)  # wrong channels
-    with pytest.raises(ValueError, match="must have shape|expected"):
+    with pytest.raises(ValueError, match="^" + re.escape(name) + ".*must have shape"):
         ft.run_module(module, torch.randn(2, C, 4), c)  # wrong rank
-    bad = torch.randn(2, C, 4, 4)
-    bad[1, 0, 2, 3] = float("nan")
-    with pytest.raises(ValueError, match="NaN or Inf"):
-        ft.run_module(module, bad, c)
+    for value in (float("nan"), float("inf")):
+        bad = torch.randn(2, C, 4, 4)
+        bad[1, 0, 2, 3] = value
+        with pytest.raises(ValueError, match="^" + re.escape(name) + ".*NaN or Inf"):
+            ft.run_module(module, bad, c)
+        with pytest.raises(ValueError, match="^" + re.escape(name) + ".*NaN or Inf"):
+            ft.run_module(module, ft.run_module(module, torch.randn(2, C, 4, 4), c)[0][0] * bad.mean(), c, rev=True)
     if case.factor == 2:
-        with pytest.raises(ValueError, match=r"not divisible by 2"):
+        with pytest.raises(ValueError, match="^" + re.escape(case.odd_name or name) + r".*not divisible by 2"):
             ft.run_module(module, torch.randn(2, C, 4, 5), c)
     if case.conditions:
-        with pytest.raises(ValueError, match="condition"):
+        with pytest.raises(ValueError, match="^" + re.escape(name) + ".*condition"):
             ft.run_module(module, torch.randn(2, C, 4, 4), [torch.randn(2, 2, 2, 2)])
 
 
@@ -460,6 +464,82 @@ def test_quantize_values_and_straight_through_gradient():
     q.sum().backward()
     assert torch.equal(x.grad, torch.ones_like(x))  # identity, also outside [0, 1]
     assert torch.equal(quantize(torch.tensor([0.26]), levels=4), torch.tensor([0.25]))
+
+
+@given(
+    shape=ft.image_shapes(sizes=st.integers(1, 6)),
+    batch=ft.batch_sizes(),
+    levels=st.sampled_from([1, 3, 32, 64, 255, 256]),
+    seed=ft.seeds(),
+    centred=st.booleans(),
+)
+def test_quantization_properties(shape, batch, levels, seed, centred):
+    x = ft.tensors((batch, *shape), seed=seed, scale=0.7).add(0.5).requires_grad_(True)
+    x_before = x.detach().clone()
+    q = quantize(x, levels)
+    assert torch.equal(x.detach(), x_before)
+    assert float(q.detach().min()) >= 0 and float(q.detach().max()) <= 1
+    grid = q.detach() * levels
+    assert torch.allclose(grid, grid.round(), atol=1e-9)
+    assert float((q.detach() - x.detach().clamp(0, 1)).abs().max()) <= 0.5 / levels + 1e-12
+    assert torch.equal(quantize(q.detach(), levels), q.detach())  # idempotent
+    (q * torch.arange(q.numel(), dtype=q.dtype).view_as(q)).sum().backward()
+    assert torch.equal(x.grad, torch.arange(q.numel(), dtype=q.dtype).view_as(q))  # straight through
+    img = q.detach()
+    y, logdet = dequantize(img, levels, generator=torch.Generator().manual_seed(seed), centred=centred)
+    assert torch.equal(img, q.detach())
+    assert logdet.shape == (batch,) and logdet.dtype == img.dtype
+    assert torch.allclose(logdet, torch.full((batch,), -math.log(levels) * shape[1] * shape[2], dtype=img.dtype))
+    low, high = (-0.5, 0.5) if centred else (0.0, 1.0)
+    u = (y - img) * levels
+    assert float(u.min()) >= low - 1e-9 and float(u.max()) < high + 1e-9
+    if not centred:  # dequantised values stay in their quantisation bin
+        assert torch.equal(torch.floor(y * levels + 1e-9).clamp(max=levels), torch.round(img * levels))
+
+
+SUBNETS: dict[str, Callable[[int, int], nn.Module]] = {
+    "fcn": functools.partial(FCN, hidden=8),
+    "fcn_srflow_init": functools.partial(FCN, hidden=8, weight_std=0.05),
+    "conv_actnorm_1x1": functools.partial(ConvActNorm, kernel_size=1),
+    "conv_actnorm_3x3": functools.partial(ConvActNorm, kernel_size=3),
+    "zero_conv": ZeroConv2d,
+    "dense": functools.partial(DenseBlock, gc=4),
+    "dense_nonzero": functools.partial(DenseBlock, gc=4, zero_init=False),
+    "rdb": lambda c_in, c_out: ResidualDenseBlock(c_in, 4),
+    "rrdb": lambda c_in, c_out: RRDB(c_in, 4),
+}
+
+
+@pytest.mark.parametrize("subnet_name", sorted(SUBNETS))
+@given(
+    c_in=st.integers(1, 6),
+    c_out=st.integers(1, 6),
+    size=st.tuples(st.integers(1, 6), st.integers(1, 6)),
+    batch=st.integers(2, 3),
+    seed=ft.seeds(),
+)
+def test_subnet_properties(subnet_name, c_in, c_out, size, batch, seed, float64):
+    """Shapes, zero output at init where promised, batch independence (eval), no input mutation."""
+    residual = subnet_name in ("rdb", "rrdb")
+    if residual:
+        c_out = c_in
+    net = SUBNETS[subnet_name](c_in, c_out)
+    x = ft.tensors((batch, c_in, *size), seed=seed)
+    x_before = x.clone()
+    if subnet_name in ("fcn", "fcn_srflow_init", "zero_conv", "dense"):
+        assert torch.equal(net(x), torch.zeros(batch, c_out, *size))
+    ft.perturb_parameters(net, seed=seed, scale=0.2)
+    net.eval()
+    y = net(x)
+    assert y.shape == (batch, c_out, *size)
+    assert torch.equal(x, x_before)
+    single = torch.cat([net(x[b : b + 1]) for b in range(batch)])
+    assert torch.allclose(y, single, atol=1e-12)
+    # gradients reach every trainable parameter
+    net.train()
+    net(x).square().sum().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and bool(torch.isfinite(p.grad).all()), name
 
 
 def test_dequantize():
