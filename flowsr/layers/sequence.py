@@ -73,6 +73,8 @@ class FlowSequence(SequenceINN):
                 raise ValueError(f"FlowSequence.add: {name} expects conditions {module_c}; pass cond=<index>")
             return None
         indices = (cond,) if isinstance(cond, int) else tuple(int(i) for i in cond)
+        if not indices:
+            return self._register_conditions(module, None)
         if any(i < 0 for i in indices):
             raise ValueError(f"FlowSequence.add: condition indices must be >= 0, got {indices}")
         if len(module_c) != len(indices):
