@@ -74,9 +74,11 @@ class FlowModule(InvertibleModule):
 
     Attributes:
         spatial_factor: the input's spatial size must be divisible by this (2 for squeezes).
+        same_spatial_size: whether all inputs of one direction share their spatial size.
     """
 
     spatial_factor: int = 1
+    same_spatial_size: bool = True
 
     def __init__(self, dims_in: Sequence[Sequence[int]], dims_c: Sequence[Sequence[int]] | None = None):
         super().__init__(_as_shapes(dims_in), _as_shapes(dims_c))
@@ -112,7 +114,7 @@ class FlowModule(InvertibleModule):
                     f"{self._name}: spatial size {tuple(t.shape[2:])} of {direction} {i} is not divisible by {factor}"
                 )
             check_finite(self._name, f"{direction} {i}", t)
-        if len(x) > 1 and any(t.shape[2:] != x[0].shape[2:] for t in x[1:]):
+        if self.same_spatial_size and len(x) > 1 and any(t.shape[2:] != x[0].shape[2:] for t in x[1:]):
             raise ValueError(f"{self._name}: all {direction}s must share the spatial size {tuple(x[0].shape[2:])}")
 
     def _check_conditions(self, c: Sequence[Tensor] | None, x: Tensor) -> list[Tensor]:

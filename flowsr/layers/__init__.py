@@ -1,0 +1,45 @@
+"""Invertible layers (FrEIA 0.2 ``InvertibleModule``s) and the subnets they use.
+
+Every layer documents its forward, inverse and log-det math and its shapes; see
+``docs/layers.md`` for an overview and ``docs/architecture.md`` for the shared conventions.
+"""
+
+from flowsr.layers.actnorm import ActNorm
+from flowsr.layers.adapters import NflowsTransform
+from flowsr.layers.base import FlowModule, finite_checks
+from flowsr.layers.coupling import AffineCoupling, AffineInjector, InvBlockExp, ThreeShiftCoupling
+from flowsr.layers.invconv import FixedPermutation, InvConv1x1
+from flowsr.layers.quantization import dequantize, quantize
+from flowsr.layers.reshape import HaarDownsampling, Squeeze
+from flowsr.layers.sequence import FlowSequence, Inverse
+from flowsr.layers.split import ConditionalGaussianSplit, GaussianWhitening
+from flowsr.layers.step import FlowStep
+from flowsr.layers.subnets import FCN, RRDB, ConvActNorm, DenseBlock, ResidualDenseBlock, ZeroConv2d
+
+__all__ = [
+    "FCN",
+    "RRDB",
+    "ActNorm",
+    "AffineCoupling",
+    "AffineInjector",
+    "ConditionalGaussianSplit",
+    "ConvActNorm",
+    "DenseBlock",
+    "FixedPermutation",
+    "FlowModule",
+    "FlowSequence",
+    "FlowStep",
+    "GaussianWhitening",
+    "HaarDownsampling",
+    "InvBlockExp",
+    "InvConv1x1",
+    "Inverse",
+    "NflowsTransform",
+    "ResidualDenseBlock",
+    "Squeeze",
+    "ThreeShiftCoupling",
+    "ZeroConv2d",
+    "dequantize",
+    "finite_checks",
+    "quantize",
+]

@@ -1,0 +1,82 @@
+"""A Glow-style flow step: ActNorm -> permutation -> [affine injector] -> coupling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flowsr.layers.actnorm import ActNorm
+from flowsr.layers.base import FlowModule
+from flowsr.layers.coupling import AffineInjector
+from flowsr.layers.invconv import FixedPermutation, InvConv1x1
+
+__all__ = ["FlowStep"]
+
+
+class FlowStep(FlowModule):
+    r"""One flow step, the unit of Glow, SRFlow and HCFlow main flows.
+
+    **Forward**: :math:`y = \mathrm{coupling}(\mathrm{injector}(P(\mathrm{actnorm}(x)) \mid c) \mid c)`;
+    **inverse**: the parts' inverses in the opposite order; **log-det**: the sum of the parts'.
+    Every part is optional: ``actnorm=False``, ``permutation="none"``, no ``injector_kwargs``,
+    ``coupling=None``.
+
+    Args:
+        actnorm: start with an :class:`~flowsr.layers.actnorm.ActNorm` (child ``actnorm``).
+        permutation: child ``permute``: ``"invconv"`` (:class:`InvConv1x1`), ``"lu"`` (its LU
+            parametrisation), ``"reverse"`` / ``"random"`` (:class:`FixedPermutation`) or ``"none"``.
+        coupling: a coupling class (e.g. :class:`AffineCoupling`), built as
+            ``coupling([shape], dims_c, **coupling_kwargs)`` (child ``coupling``), or ``None``.
+        injector_kwargs: if given, an :class:`AffineInjector` (child ``injector``) conditioned
+            on the step's conditions runs before the coupling (SRFlow).
+        seed: seed of the random permutation / 1x1-conv initialisation.
+
+    Shapes: ``(B, C, H, W)`` (and conditions ``(B, C_i, H, W)``) -> ``(B, C, H, W)``.
+    """
+
+    def __init__(
+        self,
+        dims_in,
+        dims_c=None,
+        *,
+        actnorm: bool = True,
+        permutation: str = "invconv",
+        coupling: type[FlowModule] | None = None,
+        coupling_kwargs: dict[str, Any] | None = None,
+        injector_kwargs: dict[str, Any] | None = None,
+        seed: int | None = None,
+    ):
+        super().__init__(dims_in, dims_c)
+        dims = [self.dims_in[0]]
+        cond = list(self.dims_c) or None
+        self.actnorm = ActNorm(dims) if actnorm else None
+        if permutation in ("invconv", "lu"):
+            self.permute = InvConv1x1(dims, seed=seed, lu=permutation == "lu")
+        elif permutation in ("reverse", "random"):
+            self.permute = FixedPermutation(dims, kind=permutation, seed=seed)
+        elif permutation == "none":
+            self.permute = None
+        else:
+            raise ValueError(f"FlowStep: unknown permutation {permutation!r}; expected invconv, lu, reverse, random or none")
+        if injector_kwargs is not None and not cond:
+            raise ValueError("FlowStep: an affine injector needs conditions (dims_c)")
+        self.injector = AffineInjector(dims, cond, **injector_kwargs) if injector_kwargs is not None else None
+        self.coupling = coupling(dims, cond, **(coupling_kwargs or {})) if coupling is not None else None
+
+    def _parts(self):
+        parts = [(self.actnorm, False), (self.permute, False), (self.injector, True), (self.coupling, True)]
+        return [(m, conditional) for m, conditional in parts if m is not None]
+
+    def forward(self, x, c=None, rev=False, jac=True):
+        self._check_input(x, rev)
+        c = self._check_conditions(c, x[0])
+        logdet = self._zero_logdet(x[0])
+        parts = self._parts()
+        for module, conditional in reversed(parts) if rev else parts:
+            x, j = module(x, c=c if conditional and c else None, rev=rev, jac=jac)
+            logdet = logdet + j
+        return tuple(x), logdet
+
+    def output_dims(self, input_dims):
+        if len(input_dims) != 1:
+            raise ValueError(f"FlowStep: expected exactly one input, got {len(input_dims)}")
+        return [tuple(int(d) for d in input_dims[0])]
