@@ -82,7 +82,9 @@ def test_sr_golden(path: Path) -> None:
 
         _close(model.decode(g["rev_lr"], g["eps_rev"]), g["sr_raw"], "sr_raw")
         zeros = [torch.zeros_like(e) for e in g["eps_rev"]]
-        _close(model.decode(g["rev_lr"], zeros).clamp(0, 1), g["sr_heat0"], "sr_heat0 (clamped, as the official sampler)")
+        _close(
+            model.decode(g["rev_lr"], zeros).clamp(0, 1), g["sr_heat0"], "sr_heat0 (clamped, as the official sampler)"
+        )
         _close(model.decode(g["lr_raw"], g["eps_fwd"]), g["roundtrip_hr"], "roundtrip_hr")
 
 
@@ -102,7 +104,9 @@ def test_rescaling_golden(path: Path) -> None:
         _close(model.downscale(g["hr"]), g["lr_quant"], "lr_quant", atol=1 / 255 + 1e-6)
         _close(model.decode(g["rev_lr"], g["eps_rev"]), g["sr_raw"], "sr_raw")
         zeros = [torch.zeros_like(e) for e in g["eps_rev"]]
-        _close(model.decode(g["rev_lr"], zeros).clamp(0, 1), g["sr_heat0"], "sr_heat0 (clamped, as the official sampler)")
+        _close(
+            model.decode(g["rev_lr"], zeros).clamp(0, 1), g["sr_heat0"], "sr_heat0 (clamped, as the official sampler)"
+        )
         _close(model.decode(g["lr_raw"], expected), g["roundtrip_hr"], "roundtrip_hr")
 
 

@@ -133,7 +133,7 @@ def test_nll_is_finite_and_decreases() -> None:
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda m: m.encode(torch.rand(1, 3, 18, 16)), "divisible by 4"),
+        (lambda m: m.encode(torch.rand(1, 3, 18, 16)), "not divisible by the scale 4"),
         (lambda m: m.encode(torch.rand(1, 4, 16, 16)), r"\(B, 3, H, W\)"),
         (lambda m: m.encode(torch.full((1, 3, 16, 16), float("nan"))), "NaN"),
         (lambda m: m.nll(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 5, 4)), "LR image must have shape"),
@@ -176,9 +176,14 @@ def test_rescaling_downscale_upscale_shapes() -> None:
     assert model.upscale(lr, temperature=0.5).shape == hr.shape
 
 
-_KEYS_SCRIPT = "from flowsr.models.hcflow import HCFlowSR, hcflow_sr_spec; print(list(HCFlowSR(hcflow_sr_spec(8)).state_dict()))"
+_KEYS_SCRIPT = (
+    "from flowsr.models.hcflow import HCFlowSR, hcflow_sr_spec; print(list(HCFlowSR(hcflow_sr_spec(8)).state_dict()))"
+)
 
 
 def test_state_dict_keys_identical_across_processes() -> None:
-    runs = [subprocess.run([sys.executable, "-c", _KEYS_SCRIPT], capture_output=True, text=True, check=True).stdout for _ in range(2)]
+    runs = [
+        subprocess.run([sys.executable, "-c", _KEYS_SCRIPT], capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    ]
     assert runs[0] == runs[1] and runs[0].count("levels.2.latent") > 0

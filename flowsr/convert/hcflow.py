@@ -39,7 +39,9 @@ def _compact(values: list[int]) -> int | list[int]:
 
 def _lookup(table: Mapping, value: Any, name: str) -> Any:
     if value not in table:
-        raise ValueError(f"official option {name}={value!r} is not supported; expected one of {sorted(map(str, table))}")
+        raise ValueError(
+            f"official option {name}={value!r} is not supported; expected one of {sorted(map(str, table))}"
+        )
     return table[value]
 
 
@@ -89,9 +91,7 @@ def hcflow_spec_from_opt(opt: Mapping[str, Any]) -> HierarchySpec:
             ),
             prior="exp" if sr else "atan",
         ),
-        features=FeatureSpec(
-            kind="rrdb", nf=int(split["RRDB_nf"]), gc=int(split["RRDB_gc"]), nb=nb, concat=sr
-        ),
+        features=FeatureSpec(kind="rrdb", nf=int(split["RRDB_nf"]), gc=int(split["RRDB_gc"]), nb=nb, concat=sr),
     )
 
 
@@ -161,36 +161,67 @@ def hcflow_state_dict(opt: Mapping[str, Any], state: Mapping[str, Tensor]) -> di
 
 
 def _official_net(which: str, down: dict, split: dict) -> dict:
-    return {"which_model_G": which, "in_nc": 3, "out_nc": 3, "act_norm_start_step": 100,
-            "flowDownsampler": {**down, "splitOff": split}}
+    return {
+        "which_model_G": which,
+        "in_nc": 3,
+        "out_nc": 3,
+        "act_norm_start_step": 100,
+        "flowDownsampler": {**down, "splitOff": split},
+    }
 
 
-_SR_DOWN = {"flow_permutation": "invconv", "flow_coupling": "Affine", "nn_module": "FCN",
-            "hidden_channels": 64, "cond_channels": None}
-_SR_SPLIT = {"enable": True, "flow_permutation": "invconv", "flow_coupling": "Affine", "nn_module": "FCN",
-             "nn_module_last": "Conv2dZeros", "hidden_channels": 64, "RRDB_nf": 64, "RRDB_gc": 32}
+_SR_DOWN = {
+    "flow_permutation": "invconv",
+    "flow_coupling": "Affine",
+    "nn_module": "FCN",
+    "hidden_channels": 64,
+    "cond_channels": None,
+}
+_SR_SPLIT = {
+    "enable": True,
+    "flow_permutation": "invconv",
+    "flow_coupling": "Affine",
+    "nn_module": "FCN",
+    "nn_module_last": "Conv2dZeros",
+    "hidden_channels": 64,
+    "RRDB_nf": 64,
+    "RRDB_gc": 32,
+}
 
 #: Network options of the official test/train configurations (the train ymls of HCFlow, HCFlow+
 #: and HCFlow++ build the same network as the test yml of their task).
 OFFICIAL_OPTIONS: dict[str, dict] = {
     "SR_DF2K_4X": {
-        "scale": 4, "quant": 64,
+        "scale": 4,
+        "quant": 64,
         "network_G": _official_net(
-            "HCFlowNet_SR", {"K": 26, "L": 2, **_SR_DOWN},
-            {**_SR_SPLIT, "after_flowstep": [13, 13], "RRDB_nb": [7, 7]}),
+            "HCFlowNet_SR", {"K": 26, "L": 2, **_SR_DOWN}, {**_SR_SPLIT, "after_flowstep": [13, 13], "RRDB_nb": [7, 7]}
+        ),
     },
     "SR_CelebA_8X": {
-        "scale": 8, "quant": 256,
+        "scale": 8,
+        "quant": 256,
         "network_G": _official_net(
-            "HCFlowNet_SR", {"K": 26, "L": 3, **_SR_DOWN},
-            {**_SR_SPLIT, "after_flowstep": [13, 13, 13], "RRDB_nb": [5, 5]}),
+            "HCFlowNet_SR",
+            {"K": 26, "L": 3, **_SR_DOWN},
+            {**_SR_SPLIT, "after_flowstep": [13, 13, 13], "RRDB_nb": [5, 5]},
+        ),
     },
     "Rescaling_DF2K_4X": {
         "scale": 4,
         "network_G": _official_net(
             "HCFlowNet_Rescaling",
-            {"K": 14, "L": 2, "squeeze": "haar", "flow_permutation": "none", "flow_coupling": "Affine3shift",
-             "nn_module": "DenseBlock", "hidden_channels": 32, "cond_channels": None},
-            {**_SR_SPLIT, "after_flowstep": [6, 6], "RRDB_nb": [2, 1], "RRDB_gc": 16}),
+            {
+                "K": 14,
+                "L": 2,
+                "squeeze": "haar",
+                "flow_permutation": "none",
+                "flow_coupling": "Affine3shift",
+                "nn_module": "DenseBlock",
+                "hidden_channels": 32,
+                "cond_channels": None,
+            },
+            {**_SR_SPLIT, "after_flowstep": [6, 6], "RRDB_nb": [2, 1], "RRDB_gc": 16},
+        ),
     },
 }

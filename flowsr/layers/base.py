@@ -127,7 +127,9 @@ class FlowModule(InvertibleModule):
             )
         for i, (t, shape) in enumerate(zip(c, self.dims_c)):
             if t.dim() != len(shape) + 1 or t.shape[1] != shape[0]:
-                raise ValueError(f"{self._name}: condition {i} must have shape {format_shape(shape)}, got {tuple(t.shape)}")
+                raise ValueError(
+                    f"{self._name}: condition {i} must have shape {format_shape(shape)}, got {tuple(t.shape)}"
+                )
             if t.shape[0] != x.shape[0] or t.shape[2:] != x.shape[2:]:
                 raise ValueError(
                     f"{self._name}: condition {i} must have shape {(x.shape[0], shape[0], *x.shape[2:])} "

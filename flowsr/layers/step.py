@@ -56,7 +56,9 @@ class FlowStep(FlowModule):
         elif permutation == "none":
             self.permute = None
         else:
-            raise ValueError(f"FlowStep: unknown permutation {permutation!r}; expected invconv, lu, reverse, random or none")
+            raise ValueError(
+                f"FlowStep: unknown permutation {permutation!r}; expected invconv, lu, reverse, random or none"
+            )
         if injector_kwargs is not None and not cond:
             raise ValueError("FlowStep: an affine injector needs conditions (dims_c)")
         self.injector = AffineInjector(dims, cond, **injector_kwargs) if injector_kwargs is not None else None

@@ -81,7 +81,8 @@ class _HCFlowBase(nn.Module):
             raise ValueError(f"{name}: {what} must have shape (B, {channels}, H, W), got {shape}")
         if factor > 1 and (x.shape[2] % factor or x.shape[3] % factor):
             raise ValueError(
-                f"{name}: {what} size {tuple(x.shape[2:])} is not divisible by {factor} (2^levels, levels={self.spec.levels})"
+                f"{name}: {what} size {tuple(x.shape[2:])} is not divisible by the scale {factor} "
+                f"(2^levels, levels={self.spec.levels})"
             )
         check_finite(name, what, x)
 
@@ -119,9 +120,7 @@ class _HCFlowBase(nn.Module):
             x, _ = self.flow.decode(y, zs)
         return x
 
-    def sample_latents(
-        self, lr: Tensor, temperature: float, generator: torch.Generator | None = None
-    ) -> list[Tensor]:
+    def sample_latents(self, lr: Tensor, temperature: float, generator: torch.Generator | None = None) -> list[Tensor]:
         """Gaussian latents ``eps * temperature`` for ``lr`` (deepest level first)."""
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
             raise ValueError(f"{type(self).__name__}: temperature must be a finite number >= 0, got {temperature!r}")
@@ -183,10 +182,11 @@ class HCFlowSR(_HCFlowBase):
         """
         self._check_image(hr, "HR image", self.spec.in_channels, self.scale)
         self._check_image(lr, "LR image", self.spec.out_channels, 1)
-        if tuple(lr.shape[2:]) != (hr.shape[2] // self.scale, hr.shape[3] // self.scale) or lr.shape[0] != hr.shape[0]:
+        expected = (hr.shape[0], self.spec.out_channels, hr.shape[2] // self.scale, hr.shape[3] // self.scale)
+        if tuple(lr.shape) != expected:
             raise ValueError(
-                f"HCFlowSR: LR image must have shape {(hr.shape[0], self.spec.out_channels, hr.shape[2] // self.scale, hr.shape[3] // self.scale)} "
-                f"for an HR image of shape {tuple(hr.shape)} (scale {self.scale}), got {tuple(lr.shape)}"
+                f"HCFlowSR: LR image must have shape {expected} for an HR image of shape {tuple(hr.shape)} "
+                f"(scale {self.scale}), got {tuple(lr.shape)}"
             )
         if noise is not None and noise.shape != hr.shape:
             raise ValueError(f"HCFlowSR: noise must have the HR shape {tuple(hr.shape)}, got {tuple(noise.shape)}")
@@ -197,9 +197,7 @@ class HCFlowSR(_HCFlowBase):
         logdet = logdet + flow_logdet + sum(standard_normal_logp(z) for z in zs)
         y_q = quantize(y)
         log_std = self.lr_log_std
-        logp_lr = sum_except_batch(
-            -0.5 * (2 * log_std + (y_q - lr) ** 2 / math.exp(2 * log_std) + _LOG_2PI)
-        )
+        logp_lr = sum_except_batch(-0.5 * (2 * log_std + (y_q - lr) ** 2 / math.exp(2 * log_std) + _LOG_2PI))
         pixels = hr.shape[2] * hr.shape[3]
         nll = -(logdet + logp_lr) / (math.log(2.0) * pixels)
         return NLLOutput(nll=nll, bits_per_dim=nll / hr.shape[1], logdet=logdet, logp_lr=logp_lr, lr=y_q)
@@ -216,9 +214,7 @@ class HCFlowRescaling(_HCFlowBase):
         y, _, _ = self.encode(hr)
         return quantize(y) if quantize_8bit else y.clamp(0, 1)
 
-    def upscale(
-        self, lr: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
-    ) -> Tensor:
+    def upscale(self, lr: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
         """LR -> HR with latents drawn at ``temperature``, clamped to [0, 1]."""
         return self._generate(lr, temperature, 1, generator)
 

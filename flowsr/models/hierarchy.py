@@ -154,7 +154,9 @@ class HierarchicalFlow(FlowModule):
         self.spatial_factor = 2 ** len(self.levels)
         n_cond = sum(level.conditioned for level in self.levels)
         if n_cond != len(self.dims_c):
-            raise ValueError(f"HierarchicalFlow: {n_cond} conditioned level(s) but {len(self.dims_c)} condition shape(s)")
+            raise ValueError(
+                f"HierarchicalFlow: {n_cond} conditioned level(s) but {len(self.dims_c)} condition shape(s)"
+            )
 
     def _level_conditions(self, c: Sequence[Tensor] | None) -> list[Tensor | None]:
         c = list(c or [])
@@ -201,9 +203,7 @@ class HierarchicalFlow(FlowModule):
                 deeper = [feat, *deeper]
         return [h, *latents], logdet, deeper
 
-    def decode(
-        self, y: Tensor, latents: Sequence[Tensor], c: Sequence[Tensor] | None = None
-    ) -> tuple[Tensor, Tensor]:
+    def decode(self, y: Tensor, latents: Sequence[Tensor], c: Sequence[Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """``(y, [z_{L-1}, ..., z_0]) -> (x, logdet of the inverse)`` without validation."""
         logdet = y.new_zeros(y.shape[0])
         latents = list(latents)
@@ -258,7 +258,8 @@ class HierarchicalFlow(FlowModule):
         for i, (t, shape) in enumerate(zip(c, self.dims_c)):
             if t.dim() != 4 or t.shape[0] != x.shape[0] or t.shape[1] != shape[0]:
                 raise ValueError(
-                    f"HierarchicalFlow: condition {i} must have shape (B={x.shape[0]}, {shape[0]}, H, W), got {tuple(t.shape)}"
+                    f"HierarchicalFlow: condition {i} must have shape (B={x.shape[0]}, {shape[0]}, H, W), "
+                    f"got {tuple(t.shape)}"
                 )
         return c
 
