@@ -66,8 +66,9 @@ def load_into(model: nn.Module, state: Mapping[str, Tensor], mapping: Mapping[st
         renamed[new] = value
     missing = [k for k in target if k not in renamed]
     if missing:
-        inverse = {v: k for k, v in mapping.items()}
-        raise ValueError(f"official checkpoint is missing {len(missing)} key(s), e.g. {[inverse.get(k, k) for k in missing[:5]]}")
+        raise ValueError(
+            f"official checkpoint is missing {len(missing)} key(s): no official key fills flowsr's {missing[:5]}"
+        )
     model.load_state_dict(renamed, strict=True)
     return model
 
