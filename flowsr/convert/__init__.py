@@ -12,6 +12,7 @@ a :class:`ValueError` that names it.
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,7 +29,13 @@ def read_state_dict(path_or_state_dict: str | os.PathLike | Mapping[str, Tensor]
     if isinstance(path_or_state_dict, Mapping):
         state = dict(path_or_state_dict)
     else:
-        state = torch.load(os.fspath(path_or_state_dict), map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(os.fspath(path_or_state_dict), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise ValueError(
+                f"{path_or_state_dict}: not a plain checkpoint of tensors; refusing to unpickle other objects "
+                f"({str(e).splitlines()[0]})"
+            ) from None
         if not isinstance(state, Mapping):
             raise ValueError(f"{path_or_state_dict}: expected a state dict, found {type(state).__name__}")
     out = {}
