@@ -1,5 +1,7 @@
-"""Property and unit tests of the basic layers: ActNorm, 1x1 convs, permutations, squeezes,
-quantisation, subnets, FlowSequence / Inverse and the nflows adapter.
+"""Property and unit tests of every layer: ActNorm, 1x1 convs, permutations, squeezes,
+couplings, injector, Gaussian whitening and split, flow steps, quantisation, subnets,
+FlowSequence / Inverse and the nflows adapter (unit tests of couplings and splits are in
+``test_layers_coupling.py``).
 
 Property tests (Hypothesis, float64, randomised non-zero parameters via
 ``flowsr.testing.perturb_parameters``) use ``flowsr.testing.check_all``: exact inverse, reverse
@@ -31,10 +33,13 @@ from flowsr import testing as ft
 from flowsr.layers.actnorm import ActNorm
 from flowsr.layers.adapters import NflowsTransform
 from flowsr.layers.base import finite_checks
+from flowsr.layers.coupling import AffineCoupling, AffineInjector, InvBlockExp, ThreeShiftCoupling
 from flowsr.layers.invconv import FixedPermutation, InvConv1x1
 from flowsr.layers.quantization import dequantize, quantize
 from flowsr.layers.reshape import HaarDownsampling, Squeeze
 from flowsr.layers.sequence import FlowSequence, Inverse
+from flowsr.layers.split import ConditionalGaussianSplit, GaussianWhitening
+from flowsr.layers.step import FlowStep
 from flowsr.layers.subnets import FCN, RRDB, ConvActNorm, DenseBlock, ResidualDenseBlock, ZeroConv2d
 
 pytestmark = [
@@ -117,6 +122,69 @@ def _nflows_coupling(dims_in, dims_c=None, *, seed):
     return NflowsTransform(dims_in, dims_c, transform=AffineCouplingTransform(mask, net))
 
 
+_tiny_fcn = functools.partial(FCN, hidden=4)
+_tiny_dense = functools.partial(DenseBlock, gc=3)
+
+
+def _affine(dims_in, dims_c=None, *, seed):
+    return AffineCoupling(dims_in, dims_c, subnet_constructor=_tiny_fcn, scale="atan")
+
+
+def _affine_sigmoid(dims_in, dims_c=None, *, seed):
+    return AffineCoupling(dims_in, dims_c, subnet_constructor=_tiny_fcn, scale="sigmoid")
+
+
+def _affine_realnvp(dims_in, dims_c=None, *, seed):
+    return AffineCoupling(
+        dims_in, dims_c, subnet_constructor=_tiny_fcn, scale="exp", order="scale_shift", layout="halves", split_len=1
+    )
+
+
+def _three_shift_even(dims_in, dims_c=None, *, seed):
+    return ThreeShiftCoupling(dims_in, dims_c, subnet_constructor=_tiny_dense, n_lr=3, lr_to_others=True)
+
+
+def _three_shift_odd(dims_in, dims_c=None, *, seed):
+    return ThreeShiftCoupling(dims_in, dims_c, subnet_constructor=_tiny_dense, n_lr=3, lr_to_others=False)
+
+
+def _injector(dims_in, dims_c=None, *, seed):
+    return AffineInjector(dims_in, dims_c, subnet_constructor=_tiny_fcn)
+
+
+def _inv_block_exp(dims_in, dims_c=None, *, seed):
+    return InvBlockExp(dims_in, dims_c, subnet_constructor=_tiny_dense, split_len=3)
+
+
+def _whitening(dims_in, dims_c=None, *, seed):
+    return GaussianWhitening(dims_in, dims_c, subnet_constructor=ZeroConv2d, scale="atan")
+
+
+def _whitening_exp(dims_in, dims_c=None, *, seed):
+    return GaussianWhitening(dims_in, dims_c, subnet_constructor=ZeroConv2d, scale="exp")
+
+
+def _split(dims_in, dims_c=None, *, seed):
+    return ConditionalGaussianSplit(dims_in, dims_c, subnet_constructor=ZeroConv2d)
+
+
+def _split_cond(dims_in, dims_c=None, *, seed):
+    return ConditionalGaussianSplit(dims_in, dims_c, subnet_constructor=ZeroConv2d, n_keep=1, scale="atan")
+
+
+def _step(dims_in, dims_c=None, *, seed):
+    coupling = {"subnet_constructor": _tiny_fcn, "scale": "sigmoid"}
+    injector = {"subnet_constructor": _tiny_fcn}
+    return FlowStep(
+        dims_in, dims_c, coupling=AffineCoupling, coupling_kwargs=coupling, injector_kwargs=injector, seed=seed
+    )
+
+
+def _step_irn(dims_in, dims_c=None, *, seed):
+    kwargs = {"subnet_constructor": _tiny_dense, "split_len": 3}
+    return FlowStep(dims_in, actnorm=False, permutation="lu", coupling=InvBlockExp, coupling_kwargs=kwargs, seed=seed)
+
+
 @dataclasses.dataclass(frozen=True)
 class Case:
     build: Callable
@@ -143,6 +211,20 @@ CASES: dict[str, Case] = {
     "nflows_coupling": Case(
         _nflows_coupling, min_channels=2, conditions=1, name="NflowsTransform(AffineCouplingTransform)"
     ),
+    "affine": Case(_affine, min_channels=2, name="AffineCoupling"),
+    "affine_cond_sigmoid": Case(_affine_sigmoid, min_channels=2, conditions=2, name="AffineCoupling"),
+    "affine_realnvp": Case(_affine_realnvp, min_channels=2, conditions=1, name="AffineCoupling"),
+    "three_shift_even": Case(_three_shift_even, min_channels=4, name="ThreeShiftCoupling"),
+    "three_shift_odd": Case(_three_shift_odd, min_channels=4, conditions=1, name="ThreeShiftCoupling"),
+    "injector": Case(_injector, conditions=1, name="AffineInjector"),
+    "inv_block_exp": Case(_inv_block_exp, min_channels=4, name="InvBlockExp"),
+    "inv_block_exp_cond": Case(_inv_block_exp, min_channels=4, conditions=1, name="InvBlockExp"),
+    "whitening": Case(_whitening, conditions=1, name="GaussianWhitening"),
+    "whitening_exp": Case(_whitening_exp, conditions=2, name="GaussianWhitening"),
+    "split": Case(_split, min_channels=2, name="ConditionalGaussianSplit"),
+    "split_cond": Case(_split_cond, min_channels=2, conditions=1, name="ConditionalGaussianSplit"),
+    "flow_step": Case(_step, min_channels=2, conditions=1, name="FlowStep"),
+    "flow_step_irn": Case(_step_irn, min_channels=4, name="FlowStep"),
 }
 
 
@@ -192,15 +274,16 @@ def test_layer_in_graph_inn(case_name, data, float64):
     inp = InputNode(*inputs.shape, name="in")
     conds = [ConditionNode(*s, name=f"cond{i}") for i, s in enumerate(inputs.dims_c)]
     node = Node(inp, case.build, {"seed": inputs.seed % 1000}, conditions=conds or None, name="layer")
-    out = OutputNode(node, name="out")
-    graph = GraphINN([inp, *conds, node, out], force_tuple_output=True)
+    outs = [OutputNode((node, i), name=f"out{i}") for i in range(len(node.outputs))]
+    graph = GraphINN([inp, *conds, node, *outs], force_tuple_output=True)
     ft.perturb_parameters(graph, seed=inputs.seed, scale=0.2)
     x, c = inputs.make()
     ft.check_all(graph, x, c)
     # same result as the layer called directly
     z_graph, j_graph = ft.run_module(graph, x, c)
     z_mod, j_mod = ft.run_module(node.module, x, c)
-    assert torch.equal(z_graph[0], z_mod[0]) and torch.allclose(j_graph, j_mod, rtol=0, atol=1e-12)
+    assert all(torch.equal(a, b) for a, b in zip(z_graph, z_mod))
+    assert torch.allclose(j_graph, j_mod, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("case_name", sorted(CASES))
@@ -233,8 +316,9 @@ def test_bad_input_raises_value_error_naming_the_layer(case_name, float64):
         bad[1, 0, 2, 3] = value
         with pytest.raises(ValueError, match="^" + re.escape(name) + ".*NaN or Inf"):
             ft.run_module(module, bad, c)
+        outs = ft.run_module(module, torch.randn(2, C, 4, 4), c)[0]
         with pytest.raises(ValueError, match="^" + re.escape(name) + ".*NaN or Inf"):
-            ft.run_module(module, ft.run_module(module, torch.randn(2, C, 4, 4), c)[0][0] * bad.mean(), c, rev=True)
+            ft.run_module(module, [outs[0] * bad.mean(), *outs[1:]], c, rev=True)
     if case.factor == 2:
         with pytest.raises(ValueError, match="^" + re.escape(case.odd_name or name) + r".*not divisible by 2"):
             ft.run_module(module, torch.randn(2, C, 4, 5), c)
