@@ -8,6 +8,7 @@ from flowsr.layers.actnorm import ActNorm
 from flowsr.layers.adapters import NflowsTransform
 from flowsr.layers.base import FlowModule, finite_checks
 from flowsr.layers.coupling import AffineCoupling, AffineInjector, InvBlockExp, ThreeShiftCoupling
+from flowsr.layers.graph import FlowGraph
 from flowsr.layers.invconv import FixedPermutation, InvConv1x1
 from flowsr.layers.quantization import dequantize, quantize
 from flowsr.layers.reshape import HaarDownsampling, Squeeze
@@ -26,6 +27,7 @@ __all__ = [
     "ConvActNorm",
     "DenseBlock",
     "FixedPermutation",
+    "FlowGraph",
     "FlowModule",
     "FlowSequence",
     "FlowStep",
