@@ -15,7 +15,7 @@ from torch import nn
 
 from flowsr import testing as ft
 from flowsr.layers.coupling import AffineCoupling, AffineInjector, InvBlockExp, ThreeShiftCoupling
-from flowsr.layers.scales import AtanScale, SigmoidScale, TanhClampScale, get_scale_function
+from flowsr.layers.scales import AtanScale, ExpScale, ScaleFunction, SigmoidScale, TanhClampScale, get_scale_function
 from flowsr.layers.split import ConditionalGaussianSplit, GaussianWhitening
 from flowsr.layers.step import FlowStep
 from flowsr.layers.subnets import FCN, DenseBlock, ZeroConv2d
@@ -46,6 +46,12 @@ def test_scale_functions(float64):
     assert abs(scale.item() - (1 / (1 + math.exp(-2)) + 1e-4)) < 1e-12  # 0.880897: SRFlow at init
     torch.testing.assert_close(log_scale, scale.log())
     torch.testing.assert_close(TanhClampScale(2.0).log_scale(s), 2.0 * torch.tanh(s / 2))
+    torch.testing.assert_close(ExpScale().log_scale(s), s)
+    assert isinstance(get_scale_function("exp"), ScaleFunction) and get_scale_function(AtanScale()).name == "atan"
+    y = torch.randn(11)
+    for fn in (ExpScale(), AtanScale(), SigmoidScale(), TanhClampScale()):
+        e, l = fn.params(s)
+        torch.testing.assert_close(fn.unscale(y * e, e, l), y)
     with pytest.raises(ValueError, match="unknown scale function"):
         get_scale_function("softplus")
 
