@@ -152,10 +152,5 @@ class ActNorm(FlowModule):
             return ((x0 + self.bias) * torch.exp(self.logs),), self._logdet(x0)
         return (x0 * torch.exp(-self.logs) - self.bias,), -self._logdet(x0)
 
-    def output_dims(self, input_dims: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
-        if len(input_dims) != 1:
-            raise ValueError(f"ActNorm: expected exactly one input, got {len(input_dims)}")
-        return [tuple(int(d) for d in input_dims[0])]
-
     def extra_repr(self) -> str:
         return f"channels={self.bias.shape[1]}"

@@ -69,8 +69,9 @@ def format_shape(shape: Shape, batch: str = "B", spatial: bool = False) -> str:
 class FlowModule(InvertibleModule):
     """Base class of flowsr layers: normalised dims, input validation, ``(B,)`` log-dets.
 
-    Subclasses implement ``forward`` and ``output_dims``; they call :meth:`_check_input`
-    (and :meth:`_check_conditions` if conditional) at the top of ``forward``.
+    Subclasses implement ``forward`` (and ``output_dims`` unless they preserve the shape of a
+    single input); they call :meth:`_check_input` (and :meth:`_check_conditions` if
+    conditional) at the top of ``forward``.
 
     Attributes:
         spatial_factor: the input's spatial size must be divisible by this (2 for squeezes).
@@ -137,6 +138,12 @@ class FlowModule(InvertibleModule):
                 )
             check_finite(self._name, f"condition {i}", t)
         return c
+
+    def output_dims(self, input_dims: Sequence[Sequence[int]]) -> list[Shape]:
+        """Shape inference; this default serves shape-preserving layers (one input, same shape out)."""
+        if len(input_dims) != 1:
+            raise ValueError(f"{self._name}: expected exactly one input, got {len(input_dims)}")
+        return [tuple(int(d) for d in input_dims[0])]
 
     @staticmethod
     def _zero_logdet(x: Tensor) -> Tensor:

@@ -33,12 +33,6 @@ def _shift_and_raw(h: Tensor, layout: str) -> tuple[Tensor, Tensor]:
     return h[:, n:], h[:, :n]
 
 
-def _same_shape_output_dims(name: str, input_dims):
-    if len(input_dims) != 1:
-        raise ValueError(f"{name}: expected exactly one input, got {len(input_dims)}")
-    return [tuple(int(d) for d in input_dims[0])]
-
-
 class AffineCoupling(FlowModule):
     r"""Affine coupling, optionally conditional.
 
@@ -103,9 +97,6 @@ class AffineCoupling(FlowModule):
             y2 = self.scale.unscale(x2 - shift, scale, log_scale)
         return (torch.cat([x1, y2], 1),), -logdet
 
-    def output_dims(self, input_dims):
-        return _same_shape_output_dims(self._name, input_dims)
-
 
 class ThreeShiftCoupling(FlowModule):
     r"""HCFlow's ``Affine3shift`` coupling between the leading "LR" channels and the others.
@@ -162,9 +153,6 @@ class ThreeShiftCoupling(FlowModule):
             return (torch.cat([x_lr, (x_o + shift) * scale], 1),), logdet
         return (torch.cat([x_lr, self.scale.unscale(x_o, scale, log_scale) - shift], 1),), -logdet
 
-    def output_dims(self, input_dims):
-        return _same_shape_output_dims(self._name, input_dims)
-
 
 class AffineInjector(FlowModule):
     r"""SRFlow's affine injector: an elementwise affine map of all channels conditioned only on
@@ -196,9 +184,6 @@ class AffineInjector(FlowModule):
         if not rev:
             return ((x[0] + shift) * scale,), logdet
         return (self.scale.unscale(x[0], scale, log_scale) - shift,), -logdet
-
-    def output_dims(self, input_dims):
-        return _same_shape_output_dims(self._name, input_dims)
 
 
 class InvBlockExp(FlowModule):
@@ -255,6 +240,3 @@ class InvBlockExp(FlowModule):
         x2 = self.scale.unscale(a2 - self.eta(_cat(a1, c)), scale, log_scale)
         x1 = a1 - self.phi(_cat(x2, c))
         return (torch.cat([x1, x2], 1),), -sum_except_batch(log_scale)
-
-    def output_dims(self, input_dims):
-        return _same_shape_output_dims(self._name, input_dims)

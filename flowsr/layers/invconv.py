@@ -172,11 +172,6 @@ class InvConv1x1(FlowModule):
             return (F.conv2d(x0, self.matrix().view(channels, channels, 1, 1)),), logdet
         return (F.conv2d(x0, self.inverse_matrix().view(channels, channels, 1, 1)),), -logdet
 
-    def output_dims(self, input_dims: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
-        if len(input_dims) != 1:
-            raise ValueError(f"InvConv1x1: expected exactly one input, got {len(input_dims)}")
-        return [tuple(int(d) for d in input_dims[0])]
-
     def extra_repr(self) -> str:
         return f"channels={self.dims_in[0][0]}, lu={self.lu}"
 
@@ -231,11 +226,6 @@ class FixedPermutation(FlowModule):
         x0 = x[0]
         index = torch.argsort(self.perm) if rev else self.perm
         return (x0.index_select(1, index),), self._zero_logdet(x0)
-
-    def output_dims(self, input_dims: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
-        if len(input_dims) != 1:
-            raise ValueError(f"FixedPermutation: expected exactly one input, got {len(input_dims)}")
-        return [tuple(int(d) for d in input_dims[0])]
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, channels={self.perm.numel()}"

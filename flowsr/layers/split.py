@@ -62,11 +62,6 @@ class GaussianWhitening(FlowModule):
             return ((x[0] - mu) * torch.exp(-log_scale),), -logdet
         return (mu + torch.exp(log_scale) * x[0],), logdet
 
-    def output_dims(self, input_dims):
-        if len(input_dims) != 1:
-            raise ValueError(f"GaussianWhitening: expected exactly one input, got {len(input_dims)}")
-        return [tuple(int(d) for d in input_dims[0])]
-
 
 class ConditionalGaussianSplit(FlowModule):
     r"""Split off channels and whiten them with a prior computed from the kept part (and conditions).

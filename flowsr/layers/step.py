@@ -77,8 +77,3 @@ class FlowStep(FlowModule):
             x, j = module(x, c=c if conditional and c else None, rev=rev, jac=jac)
             logdet = logdet + j
         return tuple(x), logdet
-
-    def output_dims(self, input_dims):
-        if len(input_dims) != 1:
-            raise ValueError(f"FlowStep: expected exactly one input, got {len(input_dims)}")
-        return [tuple(int(d) for d in input_dims[0])]
