@@ -128,8 +128,10 @@ def _pillow_to_tensor(path, im: Image.Image, alpha: str) -> torch.Tensor:
         grey = arr.astype(np.float32) / np.float32(65535.0)
         return _from_float_hwc(_to_rgb(grey[..., None]))
     bits = im.tag_v2.get(258) if im.format == "TIFF" and hasattr(im, "tag_v2") else None
-    if bits is not None and max(np.atleast_1d(bits)) > 8 and mode not in ("1", "L", "P"):
-        raise _fail(path, f"{max(np.atleast_1d(bits))}-bit colour TIFF: Pillow would truncate it to 8 bits; convert it to a 16-bit PNG")
+    depth = int(max(np.atleast_1d(bits))) if bits is not None else 8
+    if depth > 8:  # the 16-bit grey modes were handled above; Pillow keeps 8 bits of anything else
+        reason = f"{depth}-bit {mode} TIFF: Pillow would truncate it to 8 bits; convert it to a 16-bit PNG"
+        raise _fail(path, reason)
     if mode in ("RGBa", "La", "PA", "P"):
         im = im.convert("RGBA" if mode != "La" else "LA")
         mode = im.mode

@@ -102,8 +102,8 @@ def _round_half_away_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 def _resize_dim(x: torch.Tensor, dim: int, weights: np.ndarray, idx: np.ndarray) -> torch.Tensor:
-    w = torch.from_numpy(np.ascontiguousarray(weights)).to(device=x.device, dtype=x.dtype)
-    ix = torch.from_numpy(np.ascontiguousarray(idx)).to(device=x.device)
+    w = torch.tensor(weights, dtype=x.dtype, device=x.device)  # copies the cached read-only arrays
+    ix = torch.tensor(idx, dtype=torch.long, device=x.device)
     # Shape the weights to broadcast along `dim` (a negative dimension: -2 height, -1 width).
     shape = [1] * x.dim()
     shape[dim] = w.shape[0]
