@@ -9,7 +9,7 @@ Conventions (HCFlow spec §7; see ``docs/metrics.md``):
 * ``quantize=True`` (default, like the official scripts): both images are first rounded to
   8 bits as ``tensor2img`` does — clamp to [0, 1], ``round(x * 255)`` (ties to even), back to
   ``k / 255`` in float64 — see :func:`quantize_for_metrics`. ``quantize=False`` uses the floats as
-  they are (no clamping).
+  they are (no clamping). ``uint8`` images are always taken as ``k / 255``.
 * then ``crop_border`` pixels are removed on every side (the official test uses
   ``crop_border = scale``), then, with ``y_channel=True``, RGB -> BT.601 luma (:func:`rgb_to_y`),
   and the metric is computed in float64 on values ``x 255``.
@@ -66,6 +66,15 @@ def quantize_for_metrics(img: torch.Tensor) -> torch.Tensor:
     return to_uint8(img).to(torch.float64) / 255.0
 
 
+def _unit_float64(x: torch.Tensor, quantize: bool, fn: str) -> torch.Tensor:
+    """[0, 1] float64 values: rounded to 8 bits when ``quantize``; ``uint8`` input is always ``k / 255``."""
+    if x.dtype == torch.uint8 or quantize:
+        return quantize_for_metrics(x)
+    if not x.is_floating_point():
+        raise ValueError(f"{fn}: expected floating images in [0, 1] or uint8 images, got {x.dtype}")
+    return x.to(torch.float64)
+
+
 def rgb_to_y(img: torch.Tensor) -> torch.Tensor:
     """BT.601 luma of ``[0, 1]`` RGB: ``Y = 16/255 + (65.481 R + 128.553 G + 24.966 B) / 255``.
 
@@ -106,12 +115,7 @@ def _prepare(a, b, crop_border: int, y_channel: bool, quantize: bool, fn: str):
     h, w = a4.shape[-2:]
     if 2 * crop_border >= min(h, w):
         raise ValueError(f"{fn}: crop_border={crop_border} leaves nothing of a {h}x{w} image")
-    if quantize:
-        a4, b4 = quantize_for_metrics(a4), quantize_for_metrics(b4)
-    else:
-        if not (a4.is_floating_point() and b4.is_floating_point()):
-            raise ValueError(f"{fn}: quantize=False needs floating images in [0, 1]")
-        a4, b4 = a4.to(torch.float64), b4.to(torch.float64)
+    a4, b4 = _unit_float64(a4, quantize, fn), _unit_float64(b4, quantize, fn)
     if crop_border:
         c = crop_border
         a4, b4 = a4[..., c:-c, c:-c], b4[..., c:-c, c:-c]
@@ -187,10 +191,7 @@ def _downscale_pair(sr, other, scale, quantize: bool, fn: str, other_name: str, 
         raise ValueError(f"{fn}: scale must be a positive integer, got {scale}")
     sr4, batched = _as_batch(sr, "sr", fn)
     ot4, _ = _as_batch(other, other_name, fn)
-    if quantize:
-        sr4, ot4 = quantize_for_metrics(sr4), quantize_for_metrics(ot4)
-    else:
-        sr4, ot4 = sr4.to(torch.float64), ot4.to(torch.float64)
+    sr4, ot4 = _unit_float64(sr4, quantize, fn), _unit_float64(ot4, quantize, fn)
     sr_lr = imresize(sr4, 1.0 / scale)
     ot_lr = ot4 if other_is_lr else imresize(ot4, 1.0 / scale)
     if sr_lr.shape != ot_lr.shape:
@@ -253,7 +254,7 @@ def diversity(samples: torch.Tensor | Sequence[torch.Tensor], *, quantize: bool 
     if stack.dim() < 1 or stack.shape[0] < 2:
         n = stack.shape[0] if stack.dim() else 0
         raise ValueError(f"diversity: need at least 2 samples for an unbiased std, got {n}")
-    stack = quantize_for_metrics(stack) if quantize else stack.to(torch.float64)
+    stack = _unit_float64(stack, quantize, "diversity")
     return float((stack * 255.0).std(dim=0, unbiased=True).mean())
 
 

@@ -360,6 +360,15 @@ def test_read_rgba_and_la_alpha_policies(tmp_path):
     la = np.stack([np.full((2, 2), 90, np.uint8), rgba[..., 3]], axis=-1)
     Image.fromarray(la, "LA").save(tmp_path / "la.png")
     assert torch.equal(read_image(tmp_path / "la.png"), torch.full((3, 2, 2), 90 / 255))
+    # an 8-bit RGB colour key (tRNS) is transparency too
+    key = np.full((2, 2, 3), 10, np.uint8)
+    key[0, 0] = 200
+    Image.fromarray(key).save(tmp_path / "key.png", transparency=(10, 10, 10))
+    assert torch.equal(read_image(tmp_path / "key.png"), from_uint8(key).permute(2, 0, 1))
+    keyed = read_image(tmp_path / "key.png", alpha="white")
+    assert torch.equal(keyed[:, 0, 0], from_uint8(torch.full((3,), 200, dtype=torch.uint8))) and torch.equal(
+        keyed[:, 1:], torch.ones(3, 1, 2)
+    )
     with pytest.raises(ValueError, match="alpha must be one of"):
         read_image(tmp_path / "la.png", alpha="grey")
 
@@ -435,12 +444,12 @@ def test_uint8_helpers():
     t = torch.tensor([-0.2, 0.0, 0.3, 1.0, 1.7, 0.5 / 255, 1.5 / 255, 2.5 / 255], dtype=torch.float64)
     u = to_uint8(t)
     assert u.dtype == torch.uint8
-    assert u[:5].tolist() == [0, 0, 76, 255, 255]  # 0.3 * 255 = 76.5 - ulp -> 76
+    assert u[:5].tolist() == [0, 0, 76, 255, 255]  # 0.3 * 255 == 76.5 in float64: ties to even -> 76
     y = t.clamp(0, 1) * 255
     assert torch.equal(u, torch.round(y).to(torch.uint8))
-    ties = (y == torch.floor(y) + 0.5).nonzero().flatten()
-    for i in ties.tolist():  # exact .5 products round to even like torch.round
-        assert int(u[i]) % 2 == 0
+    ties = (y == torch.floor(y) + 0.5).nonzero().flatten().tolist()
+    assert ties == [2, 5, 6, 7]  # 76.5, 0.5, 1.5, 2.5 exactly: ties to even like torch.round
+    assert [int(u[i]) for i in ties] == [76, 0, 2, 2]
     assert torch.equal(to_uint8(u), u)
     with pytest.raises(ValueError, match="NaN"):
         to_uint8(torch.tensor([float("nan")]))
@@ -520,6 +529,10 @@ def test_psnr_values():
     batch = torch.stack([base, base + 2 / 255])
     out = psnr(batch, torch.stack([base, base]))
     assert out.shape == (2,) and out[0] == math.inf and out[1] == pytest.approx(20 * math.log10(255 / 2))
+    # uint8 images are k / 255 whatever quantize says
+    b8 = to_uint8(base)
+    assert psnr(b8, to_uint8(base + 3 / 255), quantize=False) == pytest.approx(20 * math.log10(255 / 3), abs=1e-9)
+    assert psnr(b8, base, quantize=False) == math.inf
     with pytest.raises(ValueError, match="same shape"):
         psnr(base, base[:, :8])
     with pytest.raises(ValueError, match="crop_border"):

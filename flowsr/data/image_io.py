@@ -132,6 +132,9 @@ def _pillow_to_tensor(path, im: Image.Image, alpha: str) -> torch.Tensor:
     if depth > 8:  # the 16-bit grey modes were handled above; Pillow keeps 8 bits of anything else
         reason = f"{depth}-bit {mode} TIFF: Pillow would truncate it to 8 bits; convert it to a 16-bit PNG"
         raise _fail(path, reason)
+    if mode in ("RGB", "L") and alpha != "drop" and "transparency" in im.info:  # a tRNS colour key
+        im = im.convert("RGBA" if mode == "RGB" else "LA")
+        mode = im.mode
     if mode in ("RGBa", "La", "PA", "P"):
         im = im.convert("RGBA" if mode != "La" else "LA")
         mode = im.mode
