@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from flowsr.convert.hcflow import hcflow_from_opt, hcflow_key_map
+from flowsr.convert.srflow import srflow_from_opt, srflow_key_map
 
 __all__ = ["load_official", "read_state_dict"]
 
@@ -53,6 +54,8 @@ def _family(opt: Mapping[str, Any]) -> str:
         raise ValueError("official options must contain network_G.which_model_G") from None
     if which in ("HCFlowNet_SR", "HCFlowNet_Rescaling"):
         return "hcflow"
+    if which == "SRFlowNet":
+        return "srflow"
     raise ValueError(f"unsupported official model {which!r}")
 
 
@@ -90,4 +93,7 @@ def load_official(path_or_state_dict: str | os.PathLike | Mapping[str, Tensor], 
     if family == "hcflow":
         model = hcflow_from_opt(opt)
         mapping = hcflow_key_map(opt, list(state))
+    elif family == "srflow":
+        model = srflow_from_opt(opt)
+        mapping = srflow_key_map(opt, list(state))
     return load_into(model, state, mapping).eval()

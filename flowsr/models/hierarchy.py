@@ -46,7 +46,9 @@ __all__ = ["HierarchicalFlow", "Level", "build_hierarchy"]
 
 def _subnet(spec: CouplingSpec):
     if spec.subnet == "fcn":
-        return functools.partial(FCN, hidden=spec.hidden)
+        return functools.partial(FCN, hidden=spec.hidden, weight_std=spec.init_std)
+    if spec.init_std is not None:
+        raise ValueError(f"CouplingSpec.init_std is only supported by the 'fcn' subnet, not {spec.subnet!r}")
     if spec.subnet == "dense":
         return functools.partial(DenseBlock, gc=spec.hidden)
     raise ValueError(f"unknown subnet {spec.subnet!r}; expected 'fcn' or 'dense'")

@@ -40,6 +40,8 @@ class CouplingSpec:
         scale: log-scale function name (``"atan"``, ``"sigmoid"``, ``"tanh_clamp"``, ``"exp"``).
         injector: precede the coupling by an affine injector conditioned on the external
             condition alone (SRFlow); needs ``HierarchySpec.condition_channels > 0``.
+        init_std: initialise the FCN's hidden convs from N(0, init_std^2) (SRFlow: 0.05);
+            ``None`` keeps the subnet's default (``xavier_normal_ * 0.1``, HCFlow). FCN only.
     """
 
     kind: str = "affine"
@@ -47,6 +49,7 @@ class CouplingSpec:
     hidden: int = 64
     scale: str = "atan"
     injector: bool = False
+    init_std: float | None = None
 
 
 @dataclass
