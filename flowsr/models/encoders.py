@@ -81,13 +81,16 @@ class RRDBEncoder(nn.Module):
 
         fea     = conv_first(lr)                              (nf channels, LR size)
         block_i = output of trunk block i (RRDB), recorded for i in ``blocks``
-        fea_up1 = fea + trunk_conv(trunk(fea))                ("last_lr_fea", LR size)
+        t       = trunk(fea)                                  (nb RRDBs)
+        fea_up1 = t + trunk_conv(t)                           ("last_lr_fea", LR size)
         fea_up2 = lrelu(upconvs[0](nearest_x2(fea_up1)))      (2 LR)  -- post-activation
         fea_up4 = lrelu(upconvs[1](nearest_x2(fea_up2)))      (4 LR), ... up to ``scale``
         fea_up0 = bilinear_x1/2(fea_up1)                      (LR / 2; a 2x2 mean for even sizes)
         sr      = conv_last(lrelu(hr_conv(fea_up<scale>)))    (ESRGAN SR image; unused by the flow)
 
-    ``lrelu`` is LeakyReLU(0.2). Every returned ``fea_up<k>`` is concatenated with
+    ``lrelu`` is LeakyReLU(0.2). Note the skip of ``fea_up1``: it adds the trunk *output*, not
+    ``conv_first``'s output as ESRGAN's generator does (spec A.2 step 3; the golden fixture
+    differs by O(1) otherwise). Every returned ``fea_up<k>`` is concatenated with
     ``S = cat(block_i for i in blocks)`` nearest-resized to its size
     (``F.interpolate(S, size=...)``: pixel repetition up, top-left sample down), giving
     ``(1 + len(blocks)) * nf`` channels (:attr:`feature_channels`) at every level.

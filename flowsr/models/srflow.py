@@ -314,8 +314,8 @@ class SRFlow(nn.Module):
             raise ValueError(f"SRFlow: n must be an int >= 1, got {n!r}")
         batch = lr.repeat(n, 1, 1, 1) if n > 1 else lr
         zs = self.sample_latents(batch, temperature, generator)
+        cond = [c.repeat(n, 1, 1, 1) if n > 1 else c for c in self.conditions(lr)]  # encode each LR once
         with finite_checks(False):
-            cond = self.encoder.level_features(batch, self.levels)
             x, _ = self.flow.decode(zs[0], zs[1:], c=cond)
         x = x.clamp(0, 1)
         return x if n == 1 else x.reshape(n, *lr.shape[:1], *x.shape[1:])
