@@ -24,10 +24,13 @@ class FlowStep(FlowModule):
         actnorm: start with an :class:`~flowsr.layers.actnorm.ActNorm` (child ``actnorm``).
         permutation: child ``permute``: ``"invconv"`` (:class:`InvConv1x1`), ``"lu"`` (its LU
             parametrisation), ``"reverse"`` / ``"random"`` (:class:`FixedPermutation`) or ``"none"``.
-        coupling: a coupling class (e.g. :class:`AffineCoupling`), built as
-            ``coupling([shape], dims_c, **coupling_kwargs)`` (child ``coupling``), or ``None``.
-        injector_kwargs: if given, an :class:`AffineInjector` (child ``injector``) conditioned
-            on the step's conditions runs before the coupling (SRFlow).
+        coupling: a coupling class (e.g. :class:`AffineCoupling`, :class:`ThreeShiftCoupling`,
+            :class:`InvBlockExp`), built as ``coupling([shape], dims_c, **coupling_kwargs)``
+            (child ``coupling``), or ``None`` (SRFlow's ``noCoupling`` steps: ActNorm + 1x1 conv).
+        coupling_kwargs: keyword hyper-parameters of the coupling (e.g. ``subnet_constructor``).
+        injector_kwargs: if given, an :class:`AffineInjector` (child ``injector``) built with
+            these keyword arguments and conditioned on the step's conditions runs before the
+            coupling (SRFlow's ``CondAffineSeparatedAndCond``).
         seed: seed of the random permutation / 1x1-conv initialisation.
 
     Shapes: ``(B, C, H, W)`` (and conditions ``(B, C_i, H, W)``) -> ``(B, C, H, W)``.
@@ -59,6 +62,8 @@ class FlowStep(FlowModule):
             raise ValueError(
                 f"FlowStep: unknown permutation {permutation!r}; expected invconv, lu, reverse, random or none"
             )
+        if coupling is None and coupling_kwargs:
+            raise ValueError("FlowStep: coupling_kwargs given but coupling is None")
         if injector_kwargs is not None and not cond:
             raise ValueError("FlowStep: an affine injector needs conditions (dims_c)")
         self.injector = AffineInjector(dims, cond, **injector_kwargs) if injector_kwargs is not None else None
