@@ -1,4 +1,4 @@
-"""Load official HCFlow (and, as families are added, SRFlow / IRN) checkpoints into flowsr models.
+"""Load official HCFlow, SRFlow and IRN checkpoints into flowsr models.
 
 >>> model = load_official("SR_DF2K_X4_HCFlow++.pth", opt)     # doctest: +SKIP
 
@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from flowsr.convert.hcflow import hcflow_from_opt, hcflow_key_map
+from flowsr.convert.irn import irn_from_opt, irn_key_map, is_irn_options
 from flowsr.convert.srflow import srflow_from_opt, srflow_key_map
 
 __all__ = ["load_official", "read_state_dict"]
@@ -52,6 +53,8 @@ def _family(opt: Mapping[str, Any]) -> str:
         which = opt["network_G"]["which_model_G"]
     except (KeyError, TypeError):
         raise ValueError("official options must contain network_G.which_model_G") from None
+    if is_irn_options(opt):  # IRN: which_model_G is a mapping {subnet_type: DBNet}
+        return "irn"
     if which in ("HCFlowNet_SR", "HCFlowNet_Rescaling"):
         return "hcflow"
     if which == "SRFlowNet":
@@ -96,4 +99,7 @@ def load_official(path_or_state_dict: str | os.PathLike | Mapping[str, Tensor], 
     elif family == "srflow":
         model = srflow_from_opt(opt)
         mapping = srflow_key_map(opt, list(state))
+    elif family == "irn":
+        model = irn_from_opt(opt)
+        mapping = irn_key_map(opt, list(state))
     return load_into(model, state, mapping).eval()

@@ -4,6 +4,7 @@ from flowsr.models.checkpoint import load, save
 from flowsr.models.encoders import EncoderSpec, RRDBEncoder
 from flowsr.models.hcflow import HCFlowRescaling, HCFlowSR, NLLOutput, hcflow_rescaling_spec, hcflow_sr_spec
 from flowsr.models.hierarchy import HierarchicalFlow, Level, build_hierarchy
+from flowsr.models.irn import IRN, IRNLosses, irn_losses, irn_spec
 from flowsr.models.spec import CouplingSpec, FeatureSpec, HierarchySpec, LatentSpec
 from flowsr.models.srflow import SRFlow, SRFlowSpec, make_srflow_spec, srflow_spec
 
@@ -28,4 +29,8 @@ __all__ = [
     "SRFlowSpec",
     "make_srflow_spec",
     "srflow_spec",
+    "IRN",
+    "IRNLosses",
+    "irn_losses",
+    "irn_spec",
 ]

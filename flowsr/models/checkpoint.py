@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from flowsr.models.hcflow import HCFlowRescaling, HCFlowSR
+from flowsr.models.irn import IRN
 from flowsr.models.srflow import SRFlow
 
 __all__ = ["FAMILIES", "register_family", "save", "load", "read_metadata"]
@@ -38,6 +39,7 @@ def register_family(cls: type[nn.Module]) -> type[nn.Module]:
 register_family(HCFlowSR)
 register_family(HCFlowRescaling)
 register_family(SRFlow)
+register_family(IRN)
 
 
 def save(model: nn.Module, path: str | os.PathLike, extra: dict[str, str] | None = None) -> Path:
