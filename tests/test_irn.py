@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -409,3 +411,18 @@ def test_bad_specs_raise() -> None:
         IRN(type(spec)(**{**spec.__dict__, "keep": [6, None]}))
     with pytest.raises(ValueError, match="no learned prior"):
         IRN(type(spec)(**{**spec.__dict__, "latent": LatentSpec(steps=0, prior="exp")}))
+
+
+# -- the documented example stays in sync with docs/examples and keeps running ---------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_docs_example_is_in_sync_and_runs() -> None:
+    example = DOCS / "examples" / "irn_example.py"
+    section = (DOCS / "irn.md").read_text().split("## Example", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert code == example.read_text().rstrip() + "\n", "docs/irn.md example differs from docs/examples"
+    result = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "IRN x4 4,355,376 parameters" in result.stdout and "reloaded IRN same LR: True" in result.stdout
