@@ -56,3 +56,14 @@ def test_straight_through_quantisation_gradient() -> None:
     torch.testing.assert_close(y.detach(), torch.round(x.detach().clamp(0, 1) * 255) / 255)
     y.sum().backward()
     torch.testing.assert_close(x.grad, torch.ones(4))  # identity, also outside [0, 1]
+
+
+def test_skip_data_init_keeps_actnorm_identity() -> None:
+    from flowsr.layers.actnorm import ActNorm, skip_data_init
+    from flowsr.layers.step import FlowStep
+
+    step = skip_data_init(FlowStep([(4, 2, 2)], permutation="none")).train()
+    x = torch.randn(3, 4, 2, 2) * 5 + 1
+    (y,), logdet = step([x])
+    torch.testing.assert_close(y, x)  # no data-dependent init: still the identity
+    assert isinstance(step.actnorm, ActNorm) and step.actnorm.is_initialized and torch.equal(logdet, torch.zeros(3))

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from flowsr.layers.base import FlowModule
 
-__all__ = ["ActNorm"]
+__all__ = ["ActNorm", "skip_data_init"]
 
 
 class ActNorm(FlowModule):
@@ -92,10 +92,16 @@ class ActNorm(FlowModule):
         logs = torch.log(1.0 / (torch.sqrt(var) + 1e-6))
         self.bias.copy_(bias)
         self.logs.copy_(logs)
-        self._mark_initialized()
+        self.mark_initialized()
 
     @torch.no_grad()
-    def _mark_initialized(self) -> None:
+    def mark_initialized(self) -> None:
+        """Keep the current ``bias`` / ``logs`` and never initialise from data.
+
+        With zero parameters the layer stays the identity, which suits short trainings of
+        models whose untrained flow is already close to the target (e.g. rescaling flows whose
+        Haar low-pass is a good LR image at initialisation); see :func:`skip_data_init`.
+        """
         self.initialized.fill_(True)
         self._init_done = True
 
@@ -104,7 +110,7 @@ class ActNorm(FlowModule):
         if not self.training or self._init_done:
             return
         if bool(self.initialized) or bool((self.bias != 0).any()):
-            self._mark_initialized()
+            self.mark_initialized()
             return
         self.initialize(x)
 
@@ -122,7 +128,7 @@ class ActNorm(FlowModule):
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
         if prefix + "bias" in state_dict or prefix + "logs" in state_dict:
-            self._mark_initialized()
+            self.mark_initialized()
 
     # -- transform -------------------------------------------------------------------------------
     def normalize(self, x: Tensor) -> Tensor:
@@ -154,3 +160,11 @@ class ActNorm(FlowModule):
 
     def extra_repr(self) -> str:
         return f"channels={self.bias.shape[1]}"
+
+
+def skip_data_init(module: nn.Module) -> nn.Module:
+    """Mark every :class:`ActNorm` in ``module`` initialised (no data-dependent init); returns ``module``."""
+    for m in module.modules():
+        if isinstance(m, ActNorm):
+            m.mark_initialized()
+    return module
