@@ -5,7 +5,7 @@ hierarchy builder (:mod:`flowsr.models`) assembles them into HCFlow and related 
 :mod:`flowsr.convert` loads the official checkpoints. See ``docs/architecture.md``.
 """
 
-from flowsr import layers, models, testing
+from flowsr import data, layers, metrics, models, testing
 from flowsr.convert import load_official
 from flowsr.layers import (
     FCN,
@@ -33,6 +33,7 @@ from flowsr.layers import (
     quantize,
 )
 from flowsr.models import (
+    IRN,
     CouplingSpec,
     FeatureSpec,
     HCFlowRescaling,
@@ -40,17 +41,26 @@ from flowsr.models import (
     HierarchicalFlow,
     HierarchySpec,
     LatentSpec,
+    SRFlow,
     build_hierarchy,
     hcflow_rescaling_spec,
     hcflow_sr_spec,
+    irn_spec,
     load,
     save,
+    srflow_spec,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FCN",
+    "IRN",
+    "SRFlow",
+    "data",
+    "irn_spec",
+    "metrics",
+    "srflow_spec",
     "RRDB",
     "ActNorm",
     "AffineCoupling",
