@@ -18,7 +18,7 @@ test: venv
 	$(VPY) -m pytest -q -n 2 tests
 
 demo: venv
-	$(VPY) docs/examples/compose_conditional_flow.py
+	$(VENV)/bin/flowsr demo
 
 lint: venv
 	$(VENV)/bin/ruff check flowsr tests
