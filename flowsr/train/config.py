@@ -233,6 +233,7 @@ class TrainConfig:
             training-state ``.pt`` file.
         run_dir: where checkpoints and logs go (default ``runs/<recipe name>``).
         threads: torch CPU threads (``None``: torch's default).
+        dtype: ``float32`` (default) or ``float64`` (model, data and noise; for exactness checks).
     """
 
     iterations: int = 1000
@@ -242,6 +243,7 @@ class TrainConfig:
     resume: str = "auto"
     run_dir: str | None = None
     threads: int | None = None
+    dtype: str = "float32"
 
 
 @dataclass
@@ -334,6 +336,7 @@ class TrainingConfig:
             raise ConfigError("config: discriminator.update_ratio must be >= 1")
         if self.checkpoint.every < 0 or self.checkpoint.keep_last < 0 or self.log.every < 1:
             raise ConfigError("config: checkpoint.every and checkpoint.keep_last must be >= 0, log.every >= 1")
+        _choice("train.dtype", t.dtype, ("float32", "float64"))
         _choice("log.progress", str(self.log.progress).lower(), ("auto", "true", "false"))
         if not (t.resume in ("auto", "never") or t.resume.endswith(".pt")):
             raise ConfigError(f"config: train.resume must be 'auto', 'never' or a .pt path, got {t.resume!r}")

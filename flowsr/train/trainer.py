@@ -122,14 +122,17 @@ class StepNoise:
     the run was resumed.
     """
 
-    def __init__(self, seed: int, step: int, batch: int, slots: range, device: torch.device):
+    def __init__(
+        self, seed: int, step: int, batch: int, slots: range, device: torch.device, dtype: torch.dtype = torch.float32
+    ):
         self.seed, self.step, self.batch, self.slots, self.device = seed, step, batch, slots, device
+        self.dtype = dtype
 
     def _generator(self, tag: int) -> torch.Generator:
         return torch.Generator().manual_seed(_derive_seed(self.seed, 0x5EED, self.step, tag))
 
     def _slice(self, t: Tensor) -> Tensor:
-        return t[self.slots.start : self.slots.stop].to(self.device)
+        return t[self.slots.start : self.slots.stop].to(self.device, self.dtype)
 
     def uniform(self, tag: int, shape: Sequence[int]) -> Tensor:
         """``U[0, 1)`` of per-sample ``shape``."""
@@ -138,7 +141,7 @@ class StepNoise:
     def normal(self, tag: int, shapes: Sequence[Sequence[int]], temperature: float) -> list[Tensor]:
         """``N(0, temperature^2)`` tensors of the per-sample ``shapes`` (zeros at temperature 0)."""
         if temperature == 0:
-            return [torch.zeros((len(self.slots), *s), device=self.device) for s in shapes]
+            return [torch.zeros((len(self.slots), *s), device=self.device, dtype=self.dtype) for s in shapes]
         g = self._generator(tag)
         return [self._slice(torch.randn((self.batch, *s), generator=g)) * temperature for s in shapes]
 
@@ -319,7 +322,8 @@ class Trainer:
         self.is_sr = self.family in SR_FAMILIES
 
         seed_everything(cfg.train.seed)
-        self.model = build_model(cfg.model).to(self.device)
+        self.dtype = getattr(torch, cfg.train.dtype)
+        self.model = build_model(cfg.model).to(self.device, self.dtype)
         if not cfg.model.actnorm_init:
             for m in self.model.modules():
                 if isinstance(m, ActNorm):
@@ -337,13 +341,14 @@ class Trainer:
         if losses.perceptual > 0:
             if not losses.perceptual_weights:
                 raise ConfigError("config: losses.perceptual > 0 needs losses.perceptual_weights (a local VGG19 file)")
-            self.perceptual = PerceptualLoss(losses.perceptual_weights, losses.perceptual_criterion).to(self.device)
+            self.perceptual = PerceptualLoss(losses.perceptual_weights, losses.perceptual_criterion)
+            self.perceptual = self.perceptual.to(self.device, self.dtype)
         self.disc = self.gan_loss = None
         if losses.gan > 0:
             size = cfg.discriminator.input_size or cfg.data.patch_size
             if size is None:
                 raise ConfigError("config: losses.gan > 0 needs discriminator.input_size (or data.patch_size)")
-            self.disc = VGGDiscriminator(3, cfg.discriminator.nf, size).to(self.device).train()
+            self.disc = VGGDiscriminator(3, cfg.discriminator.nf, size).to(self.device, self.dtype).train()
             if self.dist.enabled and self.device.type == "cuda":
                 self.disc = nn.SyncBatchNorm.convert_sync_batchnorm(self.disc)
             self.gan_loss = GANLoss(losses.gan_type)
@@ -699,7 +704,9 @@ class Trainer:
 
     def _train_step(self, step: int, batch: dict) -> dict:
         hr, lr = batch["hr"], batch["lr"]
-        noise = StepNoise(self.cfg.train.seed, step, self.cfg.data.batch_size, self.world_batch_slots, self.device)
+        noise = StepNoise(
+            self.cfg.train.seed, step, self.cfg.data.batch_size, self.world_batch_slots, self.device, self.dtype
+        )
         self._skipped = 0
         self._grad_norm = float("nan")
         rec: dict[str, float] = {}
@@ -808,9 +815,9 @@ class Trainer:
         the iteration's own dequantisation noise, in every process, so all processes (and a
         single-process run) get the same initial weights."""
         batch = collate([self.train_set[k] for k in sampler.keys(step)])
-        hr, lr = batch["hr"].to(self.device), batch["lr"].to(self.device)
+        hr, lr = batch["hr"].to(self.device, self.dtype), batch["lr"].to(self.device, self.dtype)
         b = self.cfg.data.batch_size
-        noise = StepNoise(self.cfg.train.seed, step, b, range(b), self.device)
+        noise = StepNoise(self.cfg.train.seed, step, b, range(b), self.device, self.dtype)
         self.model.train()
         if self.is_sr:
             self.model.nll(hr, lr, noise=self._dequant_noise(noise, hr))
@@ -833,10 +840,10 @@ class Trainer:
         try:
             for i in range(len(self.val_set)):
                 item = self.val_set[i]
-                hr, lr = item["hr"][None].to(self.device), item["lr"][None].to(self.device)
+                hr, lr = item["hr"][None].to(self.device, self.dtype), item["lr"][None].to(self.device, self.dtype)
                 gen = torch.Generator(device=self.device).manual_seed(_derive_seed(self.cfg.train.seed, _VAL, i))
                 if v.metric == "nll":
-                    noise = torch.rand(hr.shape, generator=gen, device=self.device)
+                    noise = torch.rand(hr.shape, generator=gen, device=self.device, dtype=self.dtype)
                     values.append(float(self.model.nll(hr, lr, noise=self._maybe_noise(noise)).nll.mean()))
                     continue
                 if self.is_sr:
@@ -846,7 +853,8 @@ class Trainer:
                 else:
                     sr = self.model.upscale(self.model.downscale(hr), temperature=temperature, generator=gen)
                 y = v.metric == "psnr_y"
-                values.append(float(metrics.psnr(sr[0].cpu(), hr[0].cpu(), crop_border=self.scale, y_channel=y)))
+                sr, hr = sr[0].float().cpu(), hr[0].float().cpu()
+                values.append(float(metrics.psnr(sr, hr, crop_border=self.scale, y_channel=y)))
         finally:
             self.model.train()
         return float(np.mean(values)) if values else None
@@ -928,7 +936,7 @@ class Trainer:
         try:
             for step in range(start + 1, end + 1):
                 batch = next(loader)
-                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+                batch = {k: v.to(self.device, self.dtype, non_blocking=True) for k, v in batch.items() if k != "index"}
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
                     self.sched_g.step()
@@ -964,7 +972,8 @@ class Trainer:
                 self._writer.flush()
         elapsed = time.perf_counter() - t0
         self.log(f"done: iteration {self.iteration}, {elapsed:.1f} s, {self.skipped_total} skipped steps in total")
-        self.plot()
+        if cfg.log.plot:
+            self.plot()
         return records
 
     def _validate_and_pick_best(self, step: int) -> None:
