@@ -472,11 +472,22 @@ def _pairs_from_config(cfg, scale: int):
 
 
 def _checkpoint_from_config(cfg) -> Path:
+    """The run folder's ``checkpoints/best.safetensors``, else the latest periodic checkpoint's weights."""
     run = Path(cfg.run_dir())
-    found = sorted(run.glob("best*.safetensors")) or sorted(run.glob("**/*.safetensors"), key=os.path.getmtime)
+    best = run / "checkpoints" / "best.safetensors"
+    if best.is_file():
+        return best
+    try:
+        from flowsr.train import latest_checkpoint
+    except ImportError:
+        latest_checkpoint = None
+    state = latest_checkpoint(run) if latest_checkpoint is not None else None
+    if state is not None and state.with_suffix(".safetensors").is_file():
+        return state.with_suffix(".safetensors")
+    found = sorted(run.glob("**/*.safetensors"), key=os.path.getmtime)
     if not found:
-        raise CLIError(f"no checkpoint (*.safetensors) in the run folder {run}; give --checkpoint")
-    return found[0] if found[0].name.startswith("best") else found[-1]
+        raise CLIError(f"no checkpoint in the run folder {run} (train first, or give --checkpoint)")
+    return found[-1]
 
 
 def _lpips_model(args, device):
@@ -531,7 +542,10 @@ def cmd_test(args) -> int:
     out = Path(args.out)
     lpips, lpips_msg = _lpips_model(args, device)
     print(f"{ckpt}: {model.family} x{scale}, {len(pairs)} image(s); {lpips_msg}")
-    temps = args.temperature or ([0.0, 0.8] if task == "sr" else [1.0])
+    temps = args.temperature
+    if not temps and cfg is not None and getattr(cfg.val, "temperature", None) is not None:
+        temps = [float(cfg.val.temperature)]
+    temps = temps or ([0.0, 0.8] if task == "sr" else [1.0])
     common = dict(
         seed=args.seed,
         tile=args.tile,
@@ -563,45 +577,26 @@ def cmd_test(args) -> int:
 # -- train ------------------------------------------------------------------------------------------
 
 
-def _train_api():
-    """``(load_config, Trainer)`` from :mod:`flowsr.train`, or ``None`` while it does not exist."""
+def train_api():
+    """:class:`flowsr.train.Trainer`, or ``None`` when this installation has no training engine."""
     try:
-        import flowsr.train as train
+        from flowsr.train import Trainer
     except ImportError:
         return None
-    trainer = getattr(train, "Trainer", None)
-    if trainer is None:
-        return None
-    load_config = getattr(train, "load_config", None)
-    if load_config is None:
-        try:
-            from flowsr.train.config import load_config
-        except ImportError:
-            return None
-    return load_config, trainer
+    return Trainer
 
 
 def cmd_train(args) -> int:
-    try:
-        import flowsr.train as train
-    except ImportError:
-        train = None
-    if train is not None and callable(getattr(train, "main", None)):
-        argv = [args.config, *sum((["--set", s] for s in args.set or []), [])]
-        return int(train.main(argv) or 0)
-    api = _train_api()
-    if api is None:
-        raise CLIError("training isn't available in this version of flowsr yet (flowsr.train has no Trainer)")
-    load_config, trainer_cls = api
+    trainer_cls = train_api()
+    if trainer_cls is None:
+        raise CLIError("training isn't available in this installation of flowsr (flowsr.train is missing)")
     if not Path(args.config).is_file():
         raise CLIError(f"config not found: {args.config}")
-    cfg = load_config(args.config, overrides=args.set or None)
-    trainer = trainer_cls(cfg)
-    for method in ("fit", "train", "run"):
-        if callable(getattr(trainer, method, None)):
-            getattr(trainer, method)()
-            return 0
-    raise CLIError("flowsr.train.Trainer has no fit()/train()/run() method")
+    trainer = trainer_cls(args.config, overrides=args.set or None, run_dir=args.run_dir)
+    trainer.run()
+    ckpt = trainer.run_dir / "checkpoints"
+    print(f"checkpoints in {ckpt}; evaluate: flowsr test {args.config} --checkpoint {ckpt / 'best.safetensors'}")
+    return 0
 
 
 # -- demo -------------------------------------------------------------------------------------------
@@ -617,6 +612,7 @@ def cmd_demo(args) -> int:
         retrain=args.retrain,
         untrained=args.untrained,
         seed=args.seed,
+        max_images=args.max_images,
         log=print,
     )
 
@@ -695,13 +691,32 @@ Examples:
   flowsr test model.safetensors --data face_x8 --samples 4 --out test_out/
   flowsr test model.safetensors --data datasets/Set5 --temperature 0 0.9 --out test_out/"""
 
+_TRAIN_EPILOG = """\
+A recipe is a YAML file (see recipes/ and docs/training.md): model, data, losses, optimiser,
+schedule. The run folder (runs/<recipe name> unless --run-dir or train.run_dir) receives the log,
+a CSV of the losses, TensorBoard events, curves.png and checkpoints/ (iter_*.safetensors weights
+with *.pt training state, best.safetensors by the validation metric). Running the same command
+again resumes from the latest checkpoint; when train.iterations is reached it does nothing.
+The *_tiny.yaml recipes run on a CPU in minutes.
+
+Examples:
+  flowsr train recipes/hcflow_rescaling_x4_tiny.yaml
+  flowsr train recipes/hcflow_sr_x4.yaml --set train.iterations=1000 --set data.batch_size=8
+  flowsr test recipes/hcflow_rescaling_x4_tiny.yaml      # evaluates the run's best checkpoint"""
+
 _DEMO_EPILOG = """\
 Rescales the bundled sample images (downscale, then upscale from the 8-bit LR) with the bundled
 rescaling model and super-resolves the bundled LR images with the bundled SR model; prints
 PSNR/SSIM next to bicubic down+up and writes comparison grids and metrics tables to --out.
 Models come from flowsr/data/models/*.safetensors (each with a model card). Without bundled
 models, or with --untrained, a freshly initialised tiny model is used and the output says so:
-its numbers only show that the pipeline runs."""
+its numbers only show that the pipeline runs. --retrain first trains the models again with their
+tiny recipes (recipes/*_tiny.yaml; minutes on a CPU) into OUT/runs/ and uses those.
+
+Examples:
+  flowsr demo                                   # or: make demo
+  flowsr demo --out my_demo --device cuda
+  flowsr demo --retrain"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -837,19 +852,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "train",
         "Train a model from a recipe (resumes automatically from its run folder)",
-        "Example:\n  flowsr train recipes/hcflow_rescaling_x4_tiny.yaml\n"
-        "  flowsr train recipes/hcflow_sr_x4.yaml --set train.iterations=1000",
+        _TRAIN_EPILOG,
         [common],
     )
     p.add_argument("config", metavar="CONFIG", help="recipe YAML (see recipes/)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. train.iterations=100 (repeatable)",
+    )
+    p.add_argument("--run-dir", default=None, metavar="DIR", help="run folder (default: train.run_dir or runs/<name>)")
     p.set_defaults(func=cmd_train)
 
     p = add("demo", "Run the README demo on the bundled images and models", _DEMO_EPILOG, [common, device])
     p.add_argument("--out", "-o", default="demo_out", metavar="DIR", help="output folder for grids and tables")
     p.add_argument("--models", default=None, metavar="DIR", help="folder of models (default: the bundled ones)")
     p.add_argument("--untrained", action="store_true", help="use freshly initialised tiny models (pipeline check)")
-    p.add_argument("--retrain", action="store_true", help="retrain the bundled models with their tiny recipes first")
+    p.add_argument(
+        "--retrain", action="store_true", help="first retrain the models with their tiny recipes (recipes/, minutes)"
+    )
+    p.add_argument("--max-images", type=int, default=None, metavar="K", help="use the first K images of each part")
     p.add_argument("--seed", type=int, default=0, help="seed of the latent noise")
     p.set_defaults(func=cmd_demo)
     return parser

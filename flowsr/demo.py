@@ -110,6 +110,46 @@ def tiny_sr_model(scale: int = 8, seed: int = 0) -> HCFlowSR:
     return HCFlowSR(spec, quant=256).eval()
 
 
+#: Recipes (in the repository's ``recipes/``) used by ``--retrain`` when a model does not name its own.
+DEFAULT_RECIPES = {"rescaling": "hcflow_rescaling_x4_tiny", "sr": "hcflow_face_x8_tiny"}
+
+
+def recipes_dir() -> Path:
+    """The repository's ``recipes/`` folder (next to the ``flowsr`` package in a checkout)."""
+    return Path(__file__).resolve().parent.parent / "recipes"
+
+
+def retrain_models(runs: Path, found: dict[str, Path], log: Callable[[str], None] = print) -> dict[str, Path]:
+    """Train each demo model again with its recipe (the ``recipe`` metadata of the bundled model,
+    else :data:`DEFAULT_RECIPES`) into ``runs/<recipe>``; returns the new checkpoints by task."""
+    from flowsr.cli import CLIError, train_api
+
+    trainer_cls = train_api()
+    if trainer_cls is None:
+        raise CLIError("--retrain needs flowsr.train, which this installation does not have")
+    out = {}
+    for task, default in DEFAULT_RECIPES.items():
+        name = default
+        if task in found:
+            name = read_metadata(found[task]).get("recipe", default)
+        recipe = recipes_dir() / f"{name}.yaml"
+        if not recipe.is_file():
+            raise CLIError(f"--retrain: recipe {recipe} not found (run the demo from a flowsr checkout)")
+        log(f"retraining the {task} model with {recipe} into {runs / name} ...")
+        trainer = trainer_cls(recipe, run_dir=runs / name)
+        trainer.run()
+        ckdir = trainer.run_dir / "checkpoints"
+        best = ckdir / "best.safetensors"
+        periodic = sorted(ckdir.glob("iter_*.safetensors"))
+        if best.is_file():
+            out[task] = best
+        elif periodic:
+            out[task] = periodic[-1]
+        else:
+            raise CLIError(f"--retrain: training {recipe.name} left no checkpoint in {ckdir}")
+    return out
+
+
 def _card(path: Path) -> str:
     card = path.with_suffix(".md")
     if not card.is_file():
@@ -169,19 +209,16 @@ def run(
     retrain: bool = False,
     untrained: bool = False,
     seed: int = 0,
+    max_images: int | None = None,
     log: Callable[[str], None] = print,
 ) -> int:
     """Run the demo (see the module docstring); writes ``out/{rescaling,sr}/*.png`` and
-    ``out/metrics.{md,csv}``. Returns 0."""
-    if retrain:
-        from flowsr.cli import CLIError
-
-        raise CLIError(
-            "--retrain needs flowsr.train and the tiny recipes, which are not available yet; "
-            "train with 'flowsr train recipes/<recipe>_tiny.yaml' when they are"
-        )
+    ``out/metrics.{md,csv}``. ``retrain``: first train the models again with their recipes
+    (:func:`retrain_models`); ``max_images``: the first K images of each part. Returns 0."""
     out = Path(out)
     found = {} if untrained else find_models(models_dir)
+    if retrain and not untrained:
+        found = retrain_models(out / "runs", found, log)
     report: list[str] = []
     sections: list[tuple[str, list[dict], bool]] = []
 
@@ -195,7 +232,7 @@ def run(
         model, meta, trained = tiny_rescaling_model(4, seed).to(device), None, False
         why = "--untrained" if untrained else f"no rescaling model in {models_dir or bundled_models_dir()}"
         log(f"rescaling model: {UNTRAINED} tiny HCFlow rescaling x4 ({why}); its numbers are NOT results")
-    pairs = _all_hr_pairs()
+    pairs = _all_hr_pairs()[:max_images]
     temps = _temperature(meta, [1.0])
     log(f"rescaling {len(pairs)} bundled HR images x{model.scale} (downscale, 8-bit LR, upscale at T={temps}) ...")
     rows = evaluate_rescaling(
@@ -214,6 +251,7 @@ def run(
         log(f"SR model: {UNTRAINED} tiny HCFlow SR x8 ({why}); its numbers are NOT results")
     assert model_task(sr_model) == "sr"
     pairs, what = _sr_pairs(int(sr_model.scale))
+    pairs = pairs[:max_images]
     temps = _temperature(meta, [0.0, 0.8])
     log(f"super-resolving {len(pairs)} {what} x{sr_model.scale} at T={temps}, 3 samples each ...")
     rows = evaluate_sr(

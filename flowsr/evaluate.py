@@ -252,7 +252,7 @@ def evaluate_rescaling(
                 "image": pair.name,
                 "method": "bicubic",
                 **image_quality(bic, hr, scale),
-                "lr_psnr": math.inf,
+                "lr_psnr": math.nan,  # the bicubic LR itself
                 "lpips": _lpips_value(lpips, bic, hr),
             }
         )
