@@ -203,6 +203,7 @@ def cmd_sr(args) -> int:
     from flowsr.inference import model_task, super_resolve
 
     _check_options(args)
+    files = _collect_images(args.images)
     device = _device(args.device)
     model = load_checkpoint(args.checkpoint, device)
     if model_task(model) != "sr":
@@ -210,7 +211,6 @@ def cmd_sr(args) -> int:
             f"{args.checkpoint} is a rescaling model ({model.family}): use 'flowsr rescale HR_IMAGES' "
             "(it upscales the LR images it makes itself)"
         )
-    files = _collect_images(args.images)
     out = Path(args.out)
     for path in files:
         img = _read_image(path)
@@ -252,13 +252,13 @@ def cmd_rescale(args) -> int:
 
     args.temperature = [args.temperature]
     _check_options(args)
+    files = _collect_images(args.images)
     device = _device(args.device)
     model = load_checkpoint(args.checkpoint, device)
     if model_task(model) != "rescaling":
         raise CLIError(f"{args.checkpoint} is an SR model ({model.family}), not a rescaling model: use 'flowsr sr'")
     scale = int(model.scale)
     t = args.temperature[0]
-    files = _collect_images(args.images)
     out = Path(args.out)
     for path in files:
         img = _read_image(path)
@@ -913,7 +913,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if debug:
             traceback.print_exc()
-        message = str(err) if isinstance(err, CLIError) else _one_line(err)
+        if isinstance(err, CLIError):
+            message = str(err)
+        elif isinstance(err, (ValueError, OSError)):  # library errors already say what and where
+            message = _one_line(err)
+        else:
+            message = f"{type(err).__name__}: {_one_line(err)}"
         print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
         return 2
 
