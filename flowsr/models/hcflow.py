@@ -136,7 +136,7 @@ class _HCFlowBase(nn.Module):
         batch = lr.repeat(n, 1, 1, 1) if n > 1 else lr
         zs = self.sample_latents(batch, temperature, generator)
         with finite_checks(False):
-            x, _ = self.flow.decode(batch, zs)
+            x, _ = self.flow.decode(lr, zs)  # n latents per LR: the LR-only features are computed once
         x = x.clamp(0, 1)
         return x if n == 1 else x.reshape(n, *lr.shape[:1], *x.shape[1:])
 

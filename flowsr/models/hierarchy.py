@@ -206,7 +206,13 @@ class HierarchicalFlow(FlowModule):
         return [h, *latents], logdet, deeper
 
     def decode(self, y: Tensor, latents: Sequence[Tensor], c: Sequence[Tensor] | None = None) -> tuple[Tensor, Tensor]:
-        """``(y, [z_{L-1}, ..., z_0]) -> (x, logdet of the inverse)`` without validation."""
+        """``(y, [z_{L-1}, ..., z_0]) -> (x, logdet of the inverse)`` without validation.
+
+        Several samples per ``y`` (diverse sampling): the latents (and the result) may have
+        ``n`` times the batch of ``y`` and ``c``; sample ``i * B + b`` then decodes ``y[b]``, exactly
+        as with ``y.repeat(n, 1, 1, 1)``, but whatever depends on ``y`` alone (the deepest
+        level's features, levels before the first split) is computed once per ``y``, not ``n`` times.
+        """
         logdet = y.new_zeros(y.shape[0])
         latents = list(latents)
         deeper: list[Tensor] = []
@@ -214,10 +220,14 @@ class HierarchicalFlow(FlowModule):
         for level, cond in zip(reversed(self.levels), reversed(self._level_conditions(c))):
             if level.n_keep is not None:
                 a, j, feat = self._latent(level, h, latents.pop(0), deeper, rev=True)
+                if a.shape[0] != h.shape[0]:  # the first latent brings the samples: expand what is shared
+                    h, logdet = _repeat_batch(h, a.shape[0]), _repeat_batch(logdet, a.shape[0])
                 logdet = logdet + j
                 if feat is not None:
                     deeper = [feat, *deeper]
                 h = torch.cat([h, a], 1)
+            if cond is not None and cond.shape[0] != h.shape[0]:
+                cond = _repeat_batch(cond, h.shape[0])
             h, j = level.run_body(h, cond, rev=True)
             logdet = logdet + j
         return h, logdet
@@ -225,6 +235,8 @@ class HierarchicalFlow(FlowModule):
     @staticmethod
     def _latent(level: Level, keep: Tensor, t: Tensor, deeper: list[Tensor], rev: bool):
         feat = level.features(keep, deeper) if level.features is not None else None
+        if feat is not None and feat.shape[0] != t.shape[0]:  # shared by the samples of one y (decode)
+            feat = _repeat_batch(feat, t.shape[0])
         if level.latent is None:
             return t, t.new_zeros(t.shape[0]), feat
         (out,), j = level.latent([t], c=[feat] if feat is not None else None, rev=rev)
@@ -264,6 +276,13 @@ class HierarchicalFlow(FlowModule):
                     f"got {tuple(t.shape)}"
                 )
         return c
+
+
+def _repeat_batch(t: Tensor, batch: int) -> Tensor:
+    """``t`` (batch ``B``) repeated to ``batch = n * B`` in ``t.repeat(n, ...)`` order."""
+    if batch % t.shape[0]:
+        raise ValueError(f"HierarchicalFlow: {batch} latent samples are not a multiple of the batch {t.shape[0]} of y")
+    return t.repeat(batch // t.shape[0], *([1] * (t.dim() - 1)))
 
 
 def build_hierarchy(spec: HierarchySpec, image_size: tuple[int, int] | None = None) -> HierarchicalFlow:
