@@ -94,9 +94,11 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
+    """The global RNG states as plain containers and tensors (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),  # noqa: NPY002
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -105,8 +107,10 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))  # noqa: NPY002
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         with contextlib.suppress(RuntimeError):
@@ -608,7 +612,7 @@ class Trainer:
         """Restore weights and training state from a ``.pt`` written by :meth:`save_checkpoint`."""
         path = Path(path)
         try:
-            state = torch.load(os.fspath(path), map_location="cpu", weights_only=False)
+            state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001
             raise TrainingError(f"cannot read the training state {path}: {err}") from None
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
