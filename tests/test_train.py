@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import flowsr.train.trainer as trainer_mod
+from flowsr.layers.actnorm import ActNorm
 from flowsr.train import ConfigError, Trainer, config_from_dict, latest_checkpoint, load_config
 from flowsr.train.data import PatchDataset, StepBatchSampler, list_images
 from flowsr.train.losses import GANLoss, PerceptualLoss, VGG19Features, VGGDiscriminator, load_vgg19_state
@@ -414,3 +415,20 @@ def test_srflow_and_irn_families_train(tmp_path: Path, family: str, extra: dict)
     assert set(trainer.terms) == ({"fit", "ce", "rec"} if family == "irn" else {"nll", "hr_l1"})
     with pytest.raises(ConfigError, match="irn family trains with the official IRN losses"):
         config_from_dict(tiny_config("irn"))  # nll 1.0 is not an IRN loss
+
+
+@pytest.mark.parametrize("mode", ["all", "latent", "none"])
+def test_actnorm_init_modes(tmp_path: Path, mode: str) -> None:
+    """``latent`` data-initialises only the ActNorms off the main flow; ``none`` none of them."""
+    cfg = tiny_config("hcflow_rescaling", model={"actnorm_init": mode}, optim={"lr": 1e-7})
+    trainer = make(cfg, tmp_path / mode, **{"train.iterations": 1})
+    trainer.run()
+    levels = trainer.model.flow.levels
+
+    def largest_bias(parts) -> float:
+        return max(float(m.bias.abs().max()) for p in parts for m in p.modules() if isinstance(m, ActNorm))
+
+    body, latent = largest_bias(lv.body for lv in levels), largest_bias(lv.latent for lv in levels)
+    # A data initialisation moves a bias far from 0; one Adam step of lr 1e-7 moves it by ~1e-7.
+    assert (body > 1e-3) == (mode == "all")
+    assert (latent > 1e-3) == (mode != "none")

@@ -65,8 +65,10 @@ class ModelConfig:
             ``+``/``++`` fine-tuning runs start from the HCFlow checkpoint); the architecture
             must match. Ignored when the run resumes from its own checkpoint.
         shrink: replace the architecture widths and depths by tiny ones (tests, smoke runs).
-        actnorm_init: data-initialise the ActNorms on the first batch (Glow / official); ``false``
-            keeps them at the identity (``flowsr.layers.actnorm.skip_data_init``).
+        actnorm_init: which ActNorms are data-initialised on the first batch: ``all`` (Glow /
+            official), ``latent`` (all but the main-flow steps, whose ActNorms stay the identity
+            so an untrained rescaling flow still passes its Haar low-pass through as the LR image),
+            or ``none`` (``flowsr.layers.actnorm.skip_data_init``).
     """
 
     family: str = "hcflow_sr"
@@ -75,7 +77,7 @@ class ModelConfig:
     options: dict = field(default_factory=dict)
     init_from: str | None = None
     shrink: bool = False
-    actnorm_init: bool = True
+    actnorm_init: str = "all"
 
 
 @dataclass
@@ -300,6 +302,7 @@ class TrainingConfig:
         """Check values that the types alone do not; raises :class:`ConfigError`."""
         m, d, l, o, t = self.model, self.data, self.losses, self.optim, self.train
         _choice("model.family", m.family, FAMILIES)
+        _choice("model.actnorm_init", m.actnorm_init, ("all", "latent", "none"))
         if m.spec is None and m.preset is None:
             raise ConfigError("config: model needs a 'preset' or a 'spec'")
         _check_data("data", d)

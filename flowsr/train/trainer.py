@@ -49,7 +49,7 @@ import torch.distributed as dist
 import yaml
 from torch import Tensor, nn
 
-from flowsr.layers.actnorm import ActNorm
+from flowsr.layers.actnorm import ActNorm, skip_data_init
 from flowsr.models import checkpoint as model_checkpoint
 from flowsr.train.build import build_model
 from flowsr.train.config import (
@@ -328,10 +328,11 @@ class Trainer:
         seed_everything(cfg.train.seed)
         self.dtype = getattr(torch, cfg.train.dtype)
         self.model = build_model(cfg.model).to(self.device, self.dtype)
-        if not cfg.model.actnorm_init:
-            for m in self.model.modules():
-                if isinstance(m, ActNorm):
-                    m.mark_initialized()
+        if cfg.model.actnorm_init == "none":
+            skip_data_init(self.model)
+        elif cfg.model.actnorm_init == "latent":
+            for level in self.model.flow.levels:
+                skip_data_init(level.body)
         self.model.train()
         self.scale = int(self.model.scale)
         self._ddp_g: nn.Module | None = None  # DDP wrapper, made in run()
