@@ -22,6 +22,9 @@ import torch
 from hypothesis import HealthCheck, settings
 
 torch.set_num_threads(1)
+# Example scripts and CLI runs in subprocesses: one thread each too. With pytest-xdist workers
+# already on both cores, OpenMP threads of a child spin-wait against them and run 10-40x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Read by oneDNN when it creates its first primitive, so it must be set before any convolution runs.
 os.environ.setdefault("DNNL_MAX_CPU_ISA", "AVX2")
 

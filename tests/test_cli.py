@@ -139,7 +139,7 @@ def test_python_dash_m_and_console_script_entry(tmp_path) -> None:
         text=True,
         cwd=REPO,
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-        timeout=120,
+        timeout=900,
     )
     assert_one_line_error(proc.returncode, proc.stderr)
     pyproject = (REPO / "pyproject.toml").read_text()

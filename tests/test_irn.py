@@ -423,6 +423,6 @@ def test_docs_example_is_in_sync_and_runs() -> None:
     section = (DOCS / "irn.md").read_text().split("## Example", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     assert code == example.read_text().rstrip() + "\n", "docs/irn.md example differs from docs/examples"
-    result = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     assert "IRN x4 4,355,376 parameters" in result.stdout and "reloaded IRN same LR: True" in result.stdout
