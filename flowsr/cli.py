@@ -875,6 +875,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, default=None, metavar="K", help="use the first K images of each part")
     p.add_argument("--seed", type=int, default=0, help="seed of the latent noise")
     p.set_defaults(func=cmd_demo)
+
+    from flowsr import bench  # flowsr bench: timings, FLOPs and memory of the presets
+
+    bench.add_parser(sub)
     return parser
 
 
@@ -897,7 +901,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         debug = debug or getattr(args, "debug", False)
         if getattr(args, "command", None) is None:
             raise CLIError(
-                "no command given; try 'flowsr --help' (commands: sr, rescale, convert, info, test, train, demo)"
+                "no command given; try 'flowsr --help' (commands: sr, rescale, convert, info, test, train, demo, bench)"
             )
         _setup_torch(args)
         start = time.perf_counter()
