@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from golden import shared_reference
 from hypothesis import HealthCheck, settings
 
 torch.set_num_threads(1)
@@ -50,14 +51,6 @@ settings.register_profile("dev", max_examples=10, deadline=None, suppress_health
 settings.register_profile("thorough", max_examples=200, deadline=None, suppress_health_check=_FIXTURES_OK)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def shared_dir() -> Path:
-    """The shared data folder: ``$FLOWSR_SHARED`` if set, else ``<repo>/../shared``."""
-    override = os.environ.get("FLOWSR_SHARED")
-    return Path(override).expanduser().resolve() if override else REPO_ROOT.parent / "shared"
-
 
 @pytest.fixture
 def float64() -> Iterator[torch.dtype]:
@@ -73,7 +66,7 @@ def float64() -> Iterator[torch.dtype]:
 @pytest.fixture
 def golden_dir() -> Path:
     """Folder of the reference (golden) fixtures; skips the test when it is not there."""
-    path = shared_dir() / "reference"
+    path = shared_reference()
     if not path.is_dir():
         pytest.skip(f"reference fixtures not found at {path}; set FLOWSR_SHARED to the folder that contains reference/")
     return path

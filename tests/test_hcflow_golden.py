@@ -8,11 +8,11 @@ the particular sizes, seeds or configurations of the shipped files.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
+from golden import RTOL, assert_close, assert_rel_close, golden_files, load_golden, shared_reference
 
 from flowsr.convert import load_official
 from flowsr.convert.hcflow import OFFICIAL_OPTIONS, hcflow_from_opt, hcflow_key_map, hcflow_spec_from_opt
@@ -24,90 +24,61 @@ from flowsr.models.hcflow import (
     standard_normal_logp,
 )
 
-ATOL = 1e-5
-RTOL = 1e-5
+SR_FILES = [p for p in golden_files("hcflow*_golden.pt") if "rescaling" not in p.name]
+RESCALING_FILES = [p for p in golden_files("hcflow*_golden.pt") if "rescaling" in p.name]
 
 
-def _shared_reference() -> Path:
-    root = os.environ.get("FLOWSR_SHARED")
-    base = Path(root) if root else Path(__file__).resolve().parents[1].parent / "shared"
-    return base / "reference"
 
-
-def _golden_files(pattern: str) -> list[Path]:
-    dirs = [_shared_reference()]
-    if os.environ.get("FLOWSR_EXTRA_GOLDEN"):
-        dirs.append(Path(os.environ["FLOWSR_EXTRA_GOLDEN"]))
-    return sorted(p for d in dirs if d.is_dir() for p in d.glob(pattern))
-
-
-SR_FILES = [p for p in _golden_files("hcflow*_golden.pt") if "rescaling" not in p.name]
-RESCALING_FILES = [p for p in _golden_files("hcflow*_golden.pt") if "rescaling" in p.name]
-
-
-def _load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _close(actual: torch.Tensor, expected: torch.Tensor, what: str, atol: float = ATOL) -> None:
-    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    err = (actual - expected).abs().max().item()
-    assert err <= atol, f"{what}: max abs error {err:.3g} > {atol}"
-
-
-def _rel_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
-    err = ((actual - expected).abs() / expected.abs().clamp_min(1e-12)).max().item()
-    assert err <= RTOL, f"{what}: relative error {err:.3g} > {RTOL} ({actual.tolist()} vs {expected.tolist()})"
 
 
 @pytest.mark.skipif(not SR_FILES, reason="no HCFlow SR golden fixtures found (set FLOWSR_SHARED)")
 @pytest.mark.parametrize("path", SR_FILES, ids=lambda p: p.stem)
 def test_sr_golden(path: Path) -> None:
-    g = _load(path)
+    g = load_golden(path)
     model = load_official(g["state_dict"], g["opt"])
     assert isinstance(model, HCFlowSR)
     with torch.no_grad():
         y, zs, logdet = model.encode(g["hr_dequant"])
-        _close(y, g["lr_raw"], "lr_raw")
+        assert_close(y, g["lr_raw"], "lr_raw")
         assert len(zs) == len(g["eps_fwd"])
         for i, (z, e) in enumerate(zip(zs, g["eps_fwd"])):
-            _close(z, e, f"latent {i}")
+            assert_close(z, e, f"latent {i}")
         logdet_flow = g["logdet_init"] + logdet + sum(standard_normal_logp(z) for z in zs)
-        _rel_close(logdet_flow, g["logdet_flow"], "logdet_flow")
+        assert_rel_close(logdet_flow, g["logdet_flow"], "logdet_flow")
 
         out = model.nll(g["hr"], g["lr"], noise=g["dequant_noise"])
-        _rel_close(out.nll, g["nll_per_sample"], "nll")
-        _close(out.nll.mean(), g["nll"], "nll (batch mean)", atol=RTOL * abs(g["nll"].item()))
-        _close(out.lr, g["lr_out"], "lr_out")
+        assert_rel_close(out.nll, g["nll_per_sample"], "nll")
+        assert_close(out.nll.mean(), g["nll"], "nll (batch mean)", atol=RTOL * abs(g["nll"].item()))
+        assert_close(out.lr, g["lr_out"], "lr_out")
 
-        _close(model.decode(g["rev_lr"], g["eps_rev"]), g["sr_raw"], "sr_raw")
+        assert_close(model.decode(g["rev_lr"], g["eps_rev"]), g["sr_raw"], "sr_raw")
         zeros = [torch.zeros_like(e) for e in g["eps_rev"]]
-        _close(
+        assert_close(
             model.decode(g["rev_lr"], zeros).clamp(0, 1), g["sr_heat0"], "sr_heat0 (clamped, as the official sampler)"
         )
-        _close(model.decode(g["lr_raw"], g["eps_fwd"]), g["roundtrip_hr"], "roundtrip_hr")
+        assert_close(model.decode(g["lr_raw"], g["eps_fwd"]), g["roundtrip_hr"], "roundtrip_hr")
 
 
 @pytest.mark.skipif(not RESCALING_FILES, reason="no HCFlow rescaling golden fixtures found (set FLOWSR_SHARED)")
 @pytest.mark.parametrize("path", RESCALING_FILES, ids=lambda p: p.stem)
 def test_rescaling_golden(path: Path) -> None:
-    g = _load(path)
+    g = load_golden(path)
     model = load_official(g["state_dict"], g["opt"])
     assert isinstance(model, HCFlowRescaling)
     with torch.no_grad():
         y, zs, _ = model.encode(g["hr"])
-        _close(y, g["lr_raw"], "lr_raw")
+        assert_close(y, g["lr_raw"], "lr_raw")
         expected = [g["levels_fwd"][l]["z"] for l in sorted(g["levels_fwd"], reverse=True)]
         assert len(zs) == len(expected)
         for i, (z, e) in enumerate(zip(zs, expected)):
-            _close(z, e, f"latent {i}")
-        _close(model.downscale(g["hr"]), g["lr_quant"], "lr_quant", atol=1 / 255 + 1e-6)
-        _close(model.decode(g["rev_lr"], g["eps_rev"]), g["sr_raw"], "sr_raw")
+            assert_close(z, e, f"latent {i}")
+        assert_close(model.downscale(g["hr"]), g["lr_quant"], "lr_quant", atol=1 / 255 + 1e-6)
+        assert_close(model.decode(g["rev_lr"], g["eps_rev"]), g["sr_raw"], "sr_raw")
         zeros = [torch.zeros_like(e) for e in g["eps_rev"]]
-        _close(
+        assert_close(
             model.decode(g["rev_lr"], zeros).clamp(0, 1), g["sr_heat0"], "sr_heat0 (clamped, as the official sampler)"
         )
-        _close(model.decode(g["lr_raw"], expected), g["roundtrip_hr"], "roundtrip_hr")
+        assert_close(model.decode(g["lr_raw"], expected), g["roundtrip_hr"], "roundtrip_hr")
 
 
 OFFICIAL_PARAMS = {"SR_DF2K_4X": 23_232_539, "SR_CelebA_8X": 27_017_723, "Rescaling_DF2K_4X": 4_396_350}
@@ -129,7 +100,7 @@ def test_official_configs_keys_and_parameter_counts(name: str) -> None:
     assert hcflow_spec_from_opt(opt) == PRESETS[name](), "preset differs from the official options"
     model = hcflow_from_opt(opt)
     assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
-    path = _shared_reference() / KEY_FILES[name]
+    path = shared_reference() / KEY_FILES[name]
     if not path.is_file():
         pytest.skip(f"{path} not found")
     keys = json.loads(path.read_text())

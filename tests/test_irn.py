@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from golden import RTOL, assert_close, assert_rel_close, golden_files, load_golden, shared_reference
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -33,46 +33,10 @@ from flowsr.testing import (
     perturb_parameters,
 )
 
-ATOL = 1e-5
-RTOL = 1e-5
+GOLDEN_FILES = golden_files("irn*_golden.pt")
 
 
-def _shared_reference() -> Path:
-    root = os.environ.get("FLOWSR_SHARED")
-    base = Path(root) if root else Path(__file__).resolve().parents[1].parent / "shared"
-    return base / "reference"
 
-
-def _golden_files(pattern: str) -> list[Path]:
-    dirs = [_shared_reference()]
-    if os.environ.get("FLOWSR_EXTRA_GOLDEN"):
-        dirs.append(Path(os.environ["FLOWSR_EXTRA_GOLDEN"]))
-    return sorted(p for d in dirs if d.is_dir() for p in d.glob(pattern))
-
-
-GOLDEN_FILES = _golden_files("irn*_golden.pt")
-
-
-def _load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _close(actual: torch.Tensor, expected: torch.Tensor, what: str, atol: float = ATOL, rtol: float = 0.0) -> float:
-    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    actual, expected = actual.double(), expected.double()
-    err = (actual - expected).abs()
-    bound = atol + rtol * expected.abs()
-    worst = (err - bound).max().item()
-    assert worst <= 0, f"{what}: max abs error {err.max().item():.3g} exceeds atol {atol} + rtol {rtol}·|expected|"
-    return err.max().item()
-
-
-def _rel_close(actual: torch.Tensor, expected: torch.Tensor, what: str, rtol: float = RTOL) -> float:
-    actual, expected = torch.as_tensor(actual).double(), torch.as_tensor(expected).double()
-    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    err = ((actual - expected).abs() / expected.abs().clamp_min(1e-12)).max().item()
-    assert err <= rtol, f"{what}: relative error {err:.3g} > {rtol} ({actual.tolist()} vs {expected.tolist()})"
-    return err
 
 
 def _train_weights(opt: dict, scale: int) -> dict[str, float]:
@@ -87,7 +51,7 @@ def _train_weights(opt: dict, scale: int) -> dict[str, float]:
 @pytest.mark.skipif(not GOLDEN_FILES, reason="no IRN golden fixtures found (set FLOWSR_SHARED)")
 @pytest.mark.parametrize("path", GOLDEN_FILES, ids=lambda p: p.stem)
 def test_irn_golden(path: Path) -> None:
-    g = _load(path)
+    g = load_golden(path)
     model = load_official(g["state_dict"], g["opt"])
     assert isinstance(model, IRN)
     hr = g["hr"]
@@ -95,44 +59,46 @@ def test_irn_golden(path: Path) -> None:
         # forward: cat(y, z), per-sample log-det (its batch mean is the official value)
         y, zs, logdet = model.encode(hr)
         assert len(zs) == 1
-        _close(torch.cat([y, zs[0]], 1), g["fwd_out"], "fwd_out")
-        _rel_close(logdet, g["fwd_logdet_per_sample"], "fwd_logdet_per_sample")
+        assert_close(torch.cat([y, zs[0]], 1), g["fwd_out"], "fwd_out")
+        assert_rel_close(logdet, g["fwd_logdet_per_sample"], "fwd_logdet_per_sample")
         if "fwd_jacobian_official" in g:
-            _rel_close(logdet.double().mean(), g["fwd_jacobian_official"], "official forward log-det (batch mean)")
+            official = g["fwd_jacobian_official"]
+            assert_rel_close(logdet.double().mean(), official, "official forward log-det (batch mean)")
         if "fwd_trace" in g:  # one entry per official operation = flowsr's body modules in level order
             ops = [m for level in model.flow.levels for m in level.body.module_list]
             assert len(ops) == len(g["fwd_trace"])
             h = hr
             for op, (name, expected) in zip(ops, g["fwd_trace"]):
                 (h,), _ = op([h])
-                _close(h, expected, f"fwd_trace {name}", rtol=RTOL)
+                assert_close(h, expected, f"fwd_trace {name}", rtol=RTOL)
 
         # 8-bit LR: equal up to a rounding flip of one 1/255 step
         lr_q = model.downscale(hr)
-        _close(lr_q, g["fwd_lr_quant"], "fwd_lr_quant", atol=1 / 255 + 1e-6)
+        assert_close(lr_q, g["fwd_lr_quant"], "fwd_lr_quant", atol=1 / 255 + 1e-6)
         exact_quant = torch.equal(lr_q, g["fwd_lr_quant"])
 
         # reverse from the stored inputs
         c = model.spec.out_channels
         rev_y, rev_z = g["rev_in"][:, :c], g["rev_in"][:, c:]
-        _close(model.decode(rev_y, [rev_z]), g["rev_out"], "rev_out", atol=1e-4, rtol=1e-5)
-        _close(model.upscale(rev_y, z=rev_z, clamp=False), g["rev_out"], "upscale(z=rev_z)", atol=1e-4, rtol=1e-5)
+        assert_close(model.decode(rev_y, [rev_z]), g["rev_out"], "rev_out", atol=1e-4, rtol=1e-5)
+        assert_close(model.upscale(rev_y, z=rev_z, clamp=False), g["rev_out"], "upscale(z=rev_z)", atol=1e-4, rtol=1e-5)
         (_,), rev_logdet = model.flow([rev_y, rev_z], rev=True)
         if "rev_jacobian_official" in g:
-            _rel_close(rev_logdet.double().mean(), g["rev_jacobian_official"], "official reverse log-det (batch mean)")
+            official = g["rev_jacobian_official"]
+            assert_rel_close(rev_logdet.double().mean(), official, "official reverse log-det (batch mean)")
         zero = torch.zeros_like(rev_z)
-        _close(model.decode(g["fwd_lr_quant"], [zero]), g["rev_zero_out"], "rev_zero_out", atol=1e-4, rtol=1e-5)
-        _close(
+        assert_close(model.decode(g["fwd_lr_quant"], [zero]), g["rev_zero_out"], "rev_zero_out", atol=1e-4, rtol=1e-5)
+        assert_close(
             model.upscale(g["fwd_lr_quant"], temperature=0.0, clamp=False),
             g["rev_zero_out"],
             "upscale(T=0)",
             atol=1e-4,
             rtol=1e-5,
         )
-        _close(model.decode(g["fwd_out"][:, :c], [g["fwd_out"][:, c:]]), g["rev_of_fwd_out"], "rev_of_fwd_out")
-        _close(model.decode(g["fwd_out"][:, :c], [g["fwd_out"][:, c:]]), hr, "rev_of_fwd_out vs hr", atol=1e-4)
+        assert_close(model.decode(g["fwd_out"][:, :c], [g["fwd_out"][:, c:]]), g["rev_of_fwd_out"], "rev_of_fwd_out")
+        assert_close(model.decode(g["fwd_out"][:, :c], [g["fwd_out"][:, c:]]), hr, "rev_of_fwd_out vs hr", atol=1e-4)
         if "rev_quant_truez_out" in g:
-            _close(
+            assert_close(
                 model.decode(g["fwd_lr_quant"], [g["fwd_out"][:, c:]]),
                 g["rev_quant_truez_out"],
                 "rev_quant_truez_out",
@@ -143,14 +109,14 @@ def test_irn_golden(path: Path) -> None:
         # the three official training losses with the explicit Gaussian sample train_z
         weights = _train_weights(g["opt"], model.scale)
         losses = irn_losses(model, hr, g["lr_ref"], g["train_z"], **weights)
-        _rel_close(losses.l_forw_fit, g["loss_forw_fit"], "loss_forw_fit")
-        _rel_close(losses.l_forw_ce, g["loss_forw_ce"], "loss_forw_ce")
+        assert_rel_close(losses.l_forw_fit, g["loss_forw_fit"], "loss_forw_fit")
+        assert_rel_close(losses.l_forw_ce, g["loss_forw_ce"], "loss_forw_ce")
         if exact_quant:
-            _rel_close(losses.l_back_rec, g["loss_back_rec"], "loss_back_rec")
+            assert_rel_close(losses.l_back_rec, g["loss_back_rec"], "loss_back_rec")
         else:  # a rounding flip in our 8-bit LR: evaluate the official definition on the official LR
             x_hat = model.decode(g["fwd_lr_quant"], [g["train_z"]])
             rec = weights["lambda_rec"] * torch.sqrt((hr - x_hat) ** 2 + 1e-6).sum((1, 2, 3)).mean()
-            _rel_close(rec, g["loss_back_rec"], "loss_back_rec (from the official 8-bit LR)")
+            assert_rel_close(rec, g["loss_back_rec"], "loss_back_rec (from the official 8-bit LR)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,7 +137,7 @@ def test_official_configs_keys_and_parameter_counts(name: str) -> None:
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == OFFICIAL_PARAMS[name] - 48 * sum(
         4**l for l in range(int(math.log2(scale)))
     ), "only the Haar weights are fixed"
-    path = _shared_reference() / f"official_keys_irn_x{scale}.json"
+    path = shared_reference() / f"official_keys_irn_x{scale}.json"
     if not path.is_file():
         pytest.skip(f"{path} not found")
     keys = json.loads(path.read_text())

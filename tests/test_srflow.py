@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from golden import assert_close, assert_rel_close, golden_files, shared_reference
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -36,35 +36,9 @@ from flowsr.testing import (
     perturb_parameters,
 )
 
-ATOL = 1e-5
-RTOL = 1e-5
+GOLDEN_FILES = golden_files("srflow*_golden.pt")
 
 
-def _shared_reference() -> Path:
-    root = os.environ.get("FLOWSR_SHARED")
-    base = Path(root) if root else Path(__file__).resolve().parents[1].parent / "shared"
-    return base / "reference"
-
-
-def _golden_files(pattern: str) -> list[Path]:
-    dirs = [_shared_reference()]
-    if os.environ.get("FLOWSR_EXTRA_GOLDEN"):
-        dirs.append(Path(os.environ["FLOWSR_EXTRA_GOLDEN"]))
-    return sorted(p for d in dirs if d.is_dir() for p in d.glob(pattern))
-
-
-GOLDEN_FILES = _golden_files("srflow*_golden.pt")
-
-
-def _close(actual: torch.Tensor, expected: torch.Tensor, what: str, atol: float = ATOL) -> None:
-    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    err = (actual - expected).abs().max().item()
-    assert err <= atol, f"{what}: max abs error {err:.3g} > {atol}"
-
-
-def _rel_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
-    err = ((actual - expected).abs() / expected.abs().clamp_min(1e-12)).max().item()
-    assert err <= RTOL, f"{what}: relative error {err:.3g} > {RTOL} ({actual.tolist()} vs {expected.tolist()})"
 
 
 def _split_logp(zs: list[torch.Tensor]) -> torch.Tensor:
@@ -90,41 +64,41 @@ def test_srflow_golden(path: Path) -> None:
             assert names[int(level) - 1] == name, f"level {level}: flowsr uses {names[int(level) - 1]}, official {name}"
         feats = model.encoder.features(lr, sr_image="rrdb_out" in g)
         for name, expected in {**g["rrdb_features"], **g.get("rrdb_blocks", {})}.items():
-            _close(feats[name], expected, f"encoder {name}")
+            assert_close(feats[name], expected, f"encoder {name}")
         if "rrdb_out" in g:
-            _close(feats["sr"], g["rrdb_out"], "encoder SR image (unused by the flow)")
+            assert_close(feats["sr"], g["rrdb_out"], "encoder SR image (unused by the flow)")
 
         # forward without dequantisation (the official default)
         zs, logdet = model.encode(hr, lr)
         expected = list(reversed(g["fwd_latents"]))
         assert len(zs) == len(expected)
         for i, (z, e) in enumerate(zip(zs, expected)):
-            _close(z, e, f"latent {i} (deepest first)")
-        _rel_close(logdet + _split_logp(zs), g["fwd_logdet"], "fwd_logdet")
-        _rel_close(model.nll(hr, lr).nll, g["fwd_nll"], "fwd_nll")
+            assert_close(z, e, f"latent {i} (deepest first)")
+        assert_rel_close(logdet + _split_logp(zs), g["fwd_logdet"], "fwd_logdet")
+        assert_rel_close(model.nll(hr, lr).nll, g["fwd_nll"], "fwd_nll")
 
         # forward with the official dequantisation hr + (u - 1/2) / quant, -ln(quant) H W
         assert model.quant == int(g["quant"])
         noise = g["dequant_noise"]
         zs_n, logdet_n = model.encode(hr + noise / g["quant"], lr)
         for i, (z, e) in enumerate(zip(zs_n, reversed(g["fwd_noise_latents"]))):
-            _close(z, e, f"dequantised latent {i}")
+            assert_close(z, e, f"dequantised latent {i}")
         start = -math.log(float(g["quant"])) * H * W
-        _rel_close(start + logdet_n + _split_logp(zs_n), g["fwd_noise_logdet"], "fwd_noise_logdet")
+        assert_rel_close(start + logdet_n + _split_logp(zs_n), g["fwd_noise_logdet"], "fwd_noise_logdet")
         out = model.nll(hr, lr, noise=noise)
-        _rel_close(out.nll, g["fwd_noise_nll"], "fwd_noise_nll")
+        assert_rel_close(out.nll, g["fwd_noise_nll"], "fwd_noise_nll")
 
         # reverse
         rev = list(reversed(g["rev_latents"]))
-        _close(model.decode(lr, rev), g["rev_sr"], "rev_sr")
+        assert_close(model.decode(lr, rev), g["rev_sr"], "rev_sr")
         x, rev_logdet = model.flow.decode(rev[0], rev[1:], c=model.conditions(lr))
-        _close(x, g["rev_sr"], "rev_sr (flow)")
-        _rel_close(rev_logdet - _split_logp(rev), g["rev_logdet"], "rev_logdet")
+        assert_close(x, g["rev_sr"], "rev_sr (flow)")
+        assert_rel_close(rev_logdet - _split_logp(rev), g["rev_logdet"], "rev_logdet")
         zeros = [torch.zeros_like(z) for z in rev]
-        _close(model.decode(lr, zeros), g["rev_zero_sr"], "rev_zero_sr")
+        assert_close(model.decode(lr, zeros), g["rev_zero_sr"], "rev_zero_sr")
         _, rev_zero_logdet = model.flow.decode(zeros[0], zeros[1:], c=model.conditions(lr))
-        _rel_close(rev_zero_logdet - _split_logp(zeros), g["rev_zero_logdet"], "rev_zero_logdet")
-        _close(model.decode(lr, expected), g["rev_of_fwd_sr"], "rev_of_fwd_sr")
+        assert_rel_close(rev_zero_logdet - _split_logp(zeros), g["rev_zero_logdet"], "rev_zero_logdet")
+        assert_close(model.decode(lr, expected), g["rev_of_fwd_sr"], "rev_of_fwd_sr")
 
 
 # -- official configurations --------------------------------------------------------------------
@@ -138,7 +112,7 @@ KEY_FILES = {
 
 
 def _official_keys(name: str) -> list[tuple[str, tuple[int, ...]]]:
-    path = _shared_reference() / KEY_FILES[name]
+    path = shared_reference() / KEY_FILES[name]
     if not path.is_file():
         pytest.skip(f"{path} not found")
     return [(k, tuple(s)) for k, s in json.loads(path.read_text())]

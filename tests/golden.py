@@ -1,0 +1,58 @@
+"""Finding and comparing against the golden fixtures made with the official implementations.
+
+Fixtures live in ``<repo>/../shared/reference`` (or ``$FLOWSR_SHARED/reference``); a folder of
+extra fixtures made the same way (other seeds, sizes, configurations) can be added with
+``FLOWSR_EXTRA_GOLDEN``. Nothing here depends on the particular files shipped.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+ATOL = 1e-5
+RTOL = 1e-5
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shared_dir() -> Path:
+    """The shared data folder: ``$FLOWSR_SHARED`` if set, else ``<repo>/../shared``."""
+    override = os.environ.get("FLOWSR_SHARED")
+    return Path(override).expanduser().resolve() if override else REPO_ROOT.parent / "shared"
+
+
+def shared_reference() -> Path:
+    return shared_dir() / "reference"
+
+
+def golden_files(pattern: str) -> list[Path]:
+    """Every fixture matching ``pattern`` in the shared reference folder and ``$FLOWSR_EXTRA_GOLDEN``."""
+    dirs = [shared_reference()]
+    if os.environ.get("FLOWSR_EXTRA_GOLDEN"):
+        dirs.append(Path(os.environ["FLOWSR_EXTRA_GOLDEN"]))
+    return sorted(p for d in dirs if d.is_dir() for p in d.glob(pattern))
+
+
+def load_golden(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_close(actual, expected, what: str, atol: float = ATOL, rtol: float = 0.0) -> float:
+    """``|actual - expected| <= atol + rtol |expected|`` everywhere; returns the max abs error."""
+    actual, expected = torch.as_tensor(actual).double(), torch.as_tensor(expected).double()
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    err = (actual - expected).abs()
+    worst = (err - (atol + rtol * expected.abs())).max().item() if err.numel() else 0.0
+    assert worst <= 0, f"{what}: max abs error {err.max().item():.3g} exceeds atol {atol} + rtol {rtol}*|expected|"
+    return err.max().item() if err.numel() else 0.0
+
+
+def assert_rel_close(actual, expected, what: str, rtol: float = RTOL) -> float:
+    """Relative error ``|actual - expected| / |expected| <= rtol``; returns it."""
+    actual, expected = torch.as_tensor(actual).double(), torch.as_tensor(expected).double()
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    err = ((actual - expected).abs() / expected.abs().clamp_min(1e-12)).max().item()
+    assert err <= rtol, f"{what}: relative error {err:.3g} > {rtol} ({actual.tolist()} vs {expected.tolist()})"
+    return err
