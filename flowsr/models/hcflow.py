@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from flowsr.layers.base import check_finite, finite_checks, sum_except_batch
 from flowsr.layers.quantization import dequantize, quantize
-from flowsr.models.hierarchy import build_hierarchy
+from flowsr.models.base import HierarchicalModel
 from flowsr.models.spec import CouplingSpec, FeatureSpec, HierarchySpec, LatentSpec
 
 __all__ = [
@@ -51,40 +51,8 @@ class NLLOutput:
     lr: Tensor
 
 
-class _HCFlowBase(nn.Module):
+class _HCFlowBase(HierarchicalModel):
     family = "hcflow"
-
-    def __init__(self, spec: HierarchySpec):
-        super().__init__()
-        self.spec = spec
-        self.flow = build_hierarchy(spec)
-
-    @property
-    def scale(self) -> int:
-        return self.spec.scale
-
-    def config(self) -> dict:
-        """Everything besides the weights needed to rebuild the model (see :mod:`flowsr.models.checkpoint`)."""
-        return {"spec": self.spec.to_dict()}
-
-    @classmethod
-    def from_config(cls, config: dict):
-        """Inverse of :meth:`config`."""
-        config = dict(config)
-        return cls(HierarchySpec.from_dict(config.pop("spec")), **config)
-
-    # -- validation ------------------------------------------------------------------------
-    def _check_image(self, x: Tensor, what: str, channels: int, factor: int) -> None:
-        name = type(self).__name__
-        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != channels:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"{name}: {what} must have shape (B, {channels}, H, W), got {shape}")
-        if factor > 1 and (x.shape[2] % factor or x.shape[3] % factor):
-            raise ValueError(
-                f"{name}: {what} size {tuple(x.shape[2:])} is not divisible by the scale {factor} "
-                f"(2^levels, levels={self.spec.levels})"
-            )
-        check_finite(name, what, x)
 
     def latent_shapes(self, lr_size: Sequence[int], batch: int = 1) -> list[tuple[int, ...]]:
         """Shapes of the latents ``[z_{L-1}, ..., z_0]`` for an LR image of spatial size ``lr_size``."""

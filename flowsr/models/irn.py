@@ -26,11 +26,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from flowsr.layers.base import check_finite, finite_checks
 from flowsr.layers.quantization import quantize
-from flowsr.models.hierarchy import build_hierarchy
+from flowsr.models.base import HierarchicalModel
 from flowsr.models.spec import CouplingSpec, FeatureSpec, HierarchySpec, LatentSpec
 
 __all__ = ["IRN", "IRNLosses", "irn_losses", "irn_spec"]
@@ -85,7 +85,7 @@ def irn_spec(
     )
 
 
-class IRN(nn.Module):
+class IRN(HierarchicalModel):
     """IRN-like invertible rescaling: ``HR <-> (LR y, latent z)`` with ``z`` at LR size.
 
     Args:
@@ -100,7 +100,6 @@ class IRN(nn.Module):
     family = "irn"
 
     def __init__(self, spec: HierarchySpec):
-        super().__init__()
         if spec.condition_channels:
             raise ValueError("IRN: the flow takes no external condition (spec.condition_channels must be 0)")
         if spec.latent.prior != "none" or any(spec.latent_steps()):
@@ -119,36 +118,7 @@ class IRN(nn.Module):
             raise ValueError(
                 f"IRN: the last level must keep out_channels={spec.out_channels} channels, keeps {kept[-1]}"
             )
-        self.spec = spec
-        self.flow = build_hierarchy(spec)
-
-    @property
-    def scale(self) -> int:
-        return self.spec.scale
-
-    def config(self) -> dict:
-        """Everything besides the weights needed to rebuild the model (see :mod:`flowsr.models.checkpoint`)."""
-        return {"spec": self.spec.to_dict()}
-
-    @classmethod
-    def from_config(cls, config: dict) -> IRN:
-        """Inverse of :meth:`config`."""
-        config = dict(config)
-        return cls(HierarchySpec.from_dict(config.pop("spec")), **config)
-
-    # -- validation ------------------------------------------------------------------------
-    def _check_image(self, x: Tensor, what: str, channels: int, factor: int) -> None:
-        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != channels:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"IRN: {what} must have shape (B, {channels}, H, W), got {shape}")
-        if not x.is_floating_point():
-            raise ValueError(f"IRN: {what} must be a floating-point tensor (values in [0, 1]), got {x.dtype}")
-        if factor > 1 and (x.shape[2] % factor or x.shape[3] % factor):
-            raise ValueError(
-                f"IRN: {what} size {tuple(x.shape[2:])} is not divisible by the scale {factor} "
-                f"(2^levels, levels={self.spec.levels})"
-            )
-        check_finite("IRN", what, x)
+        super().__init__(spec)
 
     def latent_shape(self, lr_size: Sequence[int], batch: int = 1) -> tuple[int, ...]:
         """Shape ``(batch, C_z, h, w)`` of the latent for an LR image of spatial size ``lr_size``."""
