@@ -28,11 +28,13 @@ Usage::
     flowsr bench --preset hcflow_sr_x4 --ops decode samples          # a quick look
     flowsr bench --preset hcflow_sr_x4 --ops decode train --amp bf16 --compile --device cuda
 
-Weights are random but non-trivial, made as for the official measurements: ActNorm bias / log-scale
-``+= N(0, 0.1^2)``, 1x1-convolution weights ``+= N(0, 0.05^2)`` (both with
-:func:`flowsr.testing.perturb_parameters`), every all-zero parameter ``:= N(0, 0.02^2)``, ActNorms
-marked initialised; outputs are checked to be finite. Timings never belong in the test suite;
-``tests/test_bench.py`` only checks that this runs.
+Weights are random but non-trivial and numerically like a trained network's (:func:`make_nontrivial`):
+1x1-convolution weights ``+= N(0, 0.05^2)`` (:func:`flowsr.testing.perturb_parameters`, as the
+official measurements), ActNorms data-initialised on the input crop, zero-initialised layers drawn
+for a small output (0.1 std; SRFlow 0.01), other zero parameters ``N(0, 0.01^2)``; latents of real
+images then have std ~1 and every output is checked to be finite. ``--from-json`` re-renders a
+report from saved results. Timings never belong in the test suite; ``tests/test_bench.py`` only
+checks that this runs.
 """
 
 from __future__ import annotations
@@ -1025,14 +1027,19 @@ def machine_info() -> dict[str, Any]:
     import torch
 
     cpu = platform.processor() or platform.machine()
+    flags: set[str] = set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
                     cpu = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                if flags and not cpu.startswith(platform.machine()):
                     break
     except OSError:
         pass
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile") if f in flags]
     try:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
@@ -1045,6 +1052,7 @@ def machine_info() -> dict[str, Any]:
         pass
     info = {
         "cpu": cpu,
+        "isa": " ".join(isa) or None,
         "cores": os.cpu_count(),
         "usable_cores": affinity,
         "memory_gib": mem,
@@ -1064,9 +1072,14 @@ def _contended(results: Sequence[dict]) -> bool:
 
 
 def _busy(*rs: dict) -> str:
-    """A warning when other processes used the CPU during a measurement."""
+    """A warning when other processes used the CPU during a measurement (or threads differ from
+    the official measurements' 2)."""
     others = max((r.get("others_cpu") or 0.0) for r in rs)
-    return f"; measured while other processes used {others:.1f} cores: not conclusive" if others > 0.25 else ""
+    note = f"; measured while other processes used {others:.1f} cores: not conclusive" if others > 0.25 else ""
+    threads = rs[0].get("threads")
+    if threads and threads != 2 and rs[0].get("device", "cpu") == "cpu":
+        note += f"; ours with {threads} thread(s), the official numbers with 2"
+    return note
 
 
 def _targets(results: Sequence[dict], device: str) -> list[str]:
@@ -1100,7 +1113,11 @@ def _targets(results: Sequence[dict], device: str) -> list[str]:
         ref = _mid(OFFICIAL[name]["decode"]) * n
         ratio = r["median"] / ref
         base = by.get((name, "samples_repeat", None))
-        gain = f"; without sharing the LR features {base['median']:.2f} s" if base else ""
+        gain = ""
+        if base:
+            gain = f"; without sharing the LR features {base['median']:.2f} s"
+            if base.get("flop") and r.get("flop"):
+                gain += f", {base['flop'] / r['flop'] - 1:.0%} more FLOPs"
         ok = ("met" if ratio <= SAMPLES_TARGET else "NOT met") + _busy(r)
         lines.append(
             f"- {PRESETS[name].title}: N = {n} samples of one LR in <= {SAMPLES_TARGET}x of {n} official reverse calls "
@@ -1156,22 +1173,25 @@ def markdown_report(results: Sequence[dict], calib: dict | None, info: dict, met
         "```",
         "",
     ]
-    if _contended(results) or meta.get("note"):
+    if _contended(results):
         lines += [
             "> **Taken while other jobs were running on this machine** "
             f"(other processes used up to {max(r.get('others_cpu') or 0 for r in results):.2f} cores' worth of "
             "CPU during the timed calls; see the *others' CPU* column): these timings are inflated and noisy. "
-            "Re-run the command above on an idle machine for the real numbers."
-            + (f" {meta['note']}" if meta.get("note") else ""),
+            "Re-run the command above on an idle machine for the real numbers.",
             "",
         ]
+    if meta.get("note"):
+        lines += [f"> **Note.** {meta['note']}", ""]
     isa = info.get("dnnl_max_cpu_isa")
     lines += [
         "## Setup",
         "",
         f"- Command: `{meta['command']}`",
         f"- Date: {meta['date']} (run took {meta['elapsed_s'] / 60:.1f} min)",
-        f"- Machine: {info['cpu']}, {info['cores']} logical cores ({info['usable_cores']} usable)"
+        f"- Machine: {info['cpu']}"
+        + (f" ({info['isa']})" if info.get("isa") else "")
+        + f", {info['cores']} logical cores ({info['usable_cores']} usable)"
         + (f", {info['memory_gib']:.0f} GiB RAM" if info.get("memory_gib") else "")
         + (f", GPU {info['cuda']}" if info.get("cuda") else ""),
         f"- Software: torch {info['torch']}, Python {info['python']}, oneDNN (mkldnn) {info['mkldnn']}"
@@ -1189,9 +1209,14 @@ def markdown_report(results: Sequence[dict], calib: dict | None, info: dict, met
         "processes during the timed calls (0 = idle machine); *s / MP* = seconds per megapixel of HR output",
         "- Inputs: 160x160 HR crops (butterfly at (48, 48) with its 40x40 bicubic LR; face 16.png with "
         "its 20x20 LR), batch 1 (training: batch as marked); heats 0.9 (x4 SR), 0.8 (x8), 1.0 (rescaling)",
-        "- Weights: random, non-trivial (official measurement scheme: ActNorm bias/logs += N(0, 0.1^2), "
-        "1x1-conv weights += N(0, 0.05^2), zero parameters := N(0, 0.02^2)); training: Adam, "
-        "forward + backward + step",
+        "- Weights: random, non-trivial, numerically like a trained net (`flowsr.bench.make_nontrivial`: "
+        "1x1-conv weights += N(0, 0.05^2) as the official measurements, ActNorms data-initialised on the "
+        "input crop, zero-initialised layers drawn for 0.1 output std (SRFlow 0.01), other zero parameters "
+        "N(0, 0.01^2)); timings do not depend on the values. Training: Adam, forward + backward + step. "
+        "*samples*: N diverse samples of one LR in one batched call (LR-only features computed once); "
+        "*samples_repeat*: the same with the LR repeated N times (the old way, for the gain); "
+        "*bf16-features*: bf16 autocast of the conditioning networks only (RRDB features / SRFlow encoder), "
+        "the flow in float32",
         "",
         "## Convolution / GEMM throughput (same run)",
         "",
@@ -1221,6 +1246,23 @@ def markdown_report(results: Sequence[dict], calib: dict | None, info: dict, met
         "## Targets of issue 6",
         "",
         *_targets(results, meta["device"]),
+        "",
+        "## Reading the numbers",
+        "",
+        "- *samples* vs *samples_repeat*: the deepest level's conditioning features depend only on the LR "
+        "image, so `HierarchicalFlow.decode` computes them once per LR and expands them over the N samples "
+        "(bit-identical to decoding each sample alone in float64, `tests/test_diverse_sampling.py`). The "
+        "saving is that feature network's share of the FLOPs: large for HCFlow SR x4 (LR 40x40 features), "
+        "small for x8 (20x20), none for SRFlow (whose `sample` already encodes the LR once) and IRN (nothing "
+        "depends on the LR alone).",
+        "- *% conv peak* can exceed 100%: the reference is a 64 -> 64 3x3 convolution, while most of the "
+        "models' FLOPs are in RRDB convolutions with 96-192 input channels, which run faster per FLOP.",
+        "- Deviations of variants: for inference rows max / mean |output - float32 eager output| (images "
+        "clamped to [0, 1]); for training rows |loss - float32 loss| in bits per pixel, which for these "
+        "untrained SR models is dominated by the LR term (sigma = e^-6), so a change of the LR branch shows "
+        "up strongly and a change of the conditioning features may vanish below float32 resolution.",
+        "- `torch.compile` rows include nothing of the compilation in the timed calls; the first call "
+        "(compilation) is listed in the targets above.",
         "",
     ]
     return "\n".join(lines) + "\n"
@@ -1289,11 +1331,19 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--markdown", metavar="FILE", default=None, help="also write a Markdown report")
     p.add_argument("--json", metavar="FILE", default=None, help="also write the raw results as JSON")
     p.add_argument("--note", default=None, help="a sentence added to the Markdown report's header")
+    p.add_argument(
+        "--from-json", metavar="FILE", default=None, help="measure nothing: re-render the report of a --json file"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
 def run(args) -> int:
     """Run the benchmark described by ``args`` (see :func:`add_parser`); prints the table."""
+    if getattr(args, "from_json", None):
+        data = json.loads(Path(args.from_json).read_text())
+        meta = data["meta"]
+        meta.update({k: tuple(v) for k, v in meta.items() if k.startswith("load_") and v})
+        return _report(data["results"], data["calibration"], data["machine"], meta, args)
     started = time.perf_counter()
     meta = {
         "command": getattr(args, "command_line", None) or _command_line(),
@@ -1340,6 +1390,18 @@ def run(args) -> int:
     meta["calibrations"] = calibrations
     meta["load_end"] = _loadavg()
     meta["elapsed_s"] = time.perf_counter() - started
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"meta": meta, "machine": info, "calibration": calib, "results": results}, indent=1)
+        )
+    return _report(results, calib, info, meta, args)
+
+
+def _report(results: list[dict], calib: dict | None, info: dict, meta: dict, args) -> int:
+    for r in results:
+        for key in ("load_before", "load_after"):
+            if r.get(key):
+                r[key] = tuple(r[key])
     table = rows(results, calib)
     print()
     print(format_table(COLUMNS, table, markdown=False))
@@ -1350,11 +1412,8 @@ def run(args) -> int:
         path = Path(args.markdown)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(markdown_report(results, calib, info, meta, table))
-        say(f"wrote {path}")
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps({"meta": meta, "machine": info, "calibration": calib, "results": results}, indent=1)
-        )
+        if not args.quiet:
+            print(f"wrote {path}")
     return 1 if any(r.get("error") for r in results) else 0
 
 

@@ -186,3 +186,14 @@ def test_cli_has_the_bench_command(capsys) -> None:
         pytest.skip("flowsr.cli does not register 'bench' (yet)")
     assert cli.main(["bench", "--help"]) == 0
     assert "--markdown" in capsys.readouterr().out
+
+
+def test_report_can_be_rendered_again_from_json(tmp_path, capsys) -> None:
+    js, md = tmp_path / "bench.json", tmp_path / "again.md"
+    argv = ["--preset", "tiny_hcflow_sr", "--ops", "decode", *TINY, "--in-process", "--quiet", "--json", str(js)]
+    assert bench.main(argv) == 0
+    first = capsys.readouterr().out
+    assert bench.main(["--from-json", str(js), "--markdown", str(md), "--quiet"]) == 0
+    again = capsys.readouterr().out
+    assert first.strip() == again.strip()  # same table and targets
+    assert "tiny_hcflow_sr" in md.read_text()
