@@ -14,6 +14,7 @@ then only show that the pipeline runs end to end.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from importlib.resources import files
@@ -223,15 +224,19 @@ def run(
     sections: list[tuple[str, list[dict], bool]] = []
 
     # -- rescaling ----------------------------------------------------------------------------
+    def pick(kind: str, label: str, untrained_model, untrained_name: str):
+        """The bundled model of ``kind``, or an untrained stand-in that says so: ``(model, meta, trained)``."""
+        path = found.get(kind)
+        if path is not None:
+            log(f"{label} model: {_card(path)}")
+            return load(path, device), read_metadata(path), True
+        why = "--untrained" if untrained else f"no {label} model in {models_dir or bundled_models_dir()}"
+        log(f"{label} model: {UNTRAINED} {untrained_name} ({why}); its numbers are NOT results")
+        return untrained_model().to(device), None, False
+
     model: nn.Module
-    path = found.get("rescaling")
-    if path is not None:
-        model, meta, trained = load(path, device), read_metadata(path), True
-        log(f"rescaling model: {_card(path)}")
-    else:
-        model, meta, trained = tiny_rescaling_model(4, seed).to(device), None, False
-        why = "--untrained" if untrained else f"no rescaling model in {models_dir or bundled_models_dir()}"
-        log(f"rescaling model: {UNTRAINED} tiny HCFlow rescaling x4 ({why}); its numbers are NOT results")
+    fallback = functools.partial(tiny_rescaling_model, 4, seed)
+    model, meta, trained = pick("rescaling", "rescaling", fallback, "tiny HCFlow rescaling x4")
     pairs = _all_hr_pairs()[:max_images]
     temps = _temperature(meta, [1.0])
     log(f"rescaling {len(pairs)} bundled HR images x{model.scale} (downscale, 8-bit LR, upscale at T={temps}) ...")
@@ -241,14 +246,7 @@ def run(
     sections.append(("rescaling" + ("" if trained else f" ({UNTRAINED} model)"), rows, trained))
 
     # -- SR -----------------------------------------------------------------------------------
-    path = found.get("sr")
-    if path is not None:
-        sr_model, meta, trained = load(path, device), read_metadata(path), True
-        log(f"SR model: {_card(path)}")
-    else:
-        sr_model, meta, trained = tiny_sr_model(8, seed).to(device), None, False
-        why = "--untrained" if untrained else f"no SR model in {models_dir or bundled_models_dir()}"
-        log(f"SR model: {UNTRAINED} tiny HCFlow SR x8 ({why}); its numbers are NOT results")
+    sr_model, meta, trained = pick("sr", "SR", functools.partial(tiny_sr_model, 8, seed), "tiny HCFlow SR x8")
     assert model_task(sr_model) == "sr"
     pairs, what = _sr_pairs(int(sr_model.scale))
     pairs = pairs[:max_images]
