@@ -3,8 +3,9 @@
 1. Rescaling: every bundled HR image is downscaled by the bundled rescaling model to an 8-bit LR
    image and upscaled back from it; PSNR/SSIM (Y, border = scale) against the HR image are printed
    next to bicubic down + up, with the model LR's PSNR against the bicubic LR.
-2. Super-resolution: the bundled LR images of the SR model's scale are super-resolved (temperature
-   0 and 0.8, three samples); PSNR/SSIM next to bicubic upscaling of the same LR images.
+2. Super-resolution: the bundled LR images of the SR model's scale (and the bicubic LR of the other
+   bundled HR images) are super-resolved (temperature 0 and 0.8, three samples); PSNR/SSIM next to
+   bicubic upscaling of the same LR images.
 
 Models are the ``*.safetensors`` files in ``flowsr/data/models/`` (each with a model card
 ``<name>.md`` beside it). When there are none (or with ``untrained=True``), freshly initialised
@@ -112,7 +113,7 @@ def tiny_sr_model(scale: int = 8, seed: int = 0) -> HCFlowSR:
 
 
 #: Recipes (in the repository's ``recipes/``) used by ``--retrain`` when a model does not name its own.
-DEFAULT_RECIPES = {"rescaling": "hcflow_rescaling_x4_tiny", "sr": "hcflow_face_x8_tiny"}
+DEFAULT_RECIPES = {"rescaling": "hcflow_rescaling_x4_demo", "sr": "hcflow_sr_x4_demo"}
 
 
 def recipes_dir() -> Path:
@@ -170,12 +171,17 @@ def _all_hr_pairs() -> list[Pair]:
 
 
 def _sr_pairs(scale: int) -> tuple[list[Pair], str]:
+    """The bundled LR images of ``scale`` (MATLAB bicubic of their HR), then the other bundled HR
+    images with their bicubic LR made here."""
+    pairs, names = [], []
     for kind, s in SAMPLE_KINDS.items():
         if s == scale:
-            pairs = [Pair(name, read_image(hr), read_image(lr)) for name, hr, lr in sample_images(kind)]
-            return pairs, f"bundled {kind} LR images (MATLAB bicubic of their HR)"
-    pairs = [Pair(p.name, p.hr, None) for p in _all_hr_pairs()]
-    return pairs, f"bicubic x{scale} LR images of the bundled HR images"
+            pairs += [Pair(name, read_image(hr), read_image(lr)) for name, hr, lr in sample_images(kind)]
+            names.append(f"bundled {kind} LR")
+    bundled = {p.name for p in pairs}
+    pairs += [Pair(p.name, p.hr, None) for p in _all_hr_pairs() if p.name not in bundled]
+    names.append(f"bicubic x{scale} LR of the other bundled HR images")
+    return pairs, "images (" + "; ".join(names) + ")"
 
 
 def _temperature(meta: dict | None, default: list[float]) -> list[float]:

@@ -107,6 +107,30 @@ def test_learning_rate_milestones_are_inclusive(tmp_path: Path) -> None:
     assert [r["lr"] for r in records] == [1e-3, 5e-4, 2.5e-4, 2.5e-4]
 
 
+def test_resume_follows_a_changed_schedule(tmp_path: Path, monkeypatch) -> None:
+    # stopped after 3 of 8 iterations with milestones_rel 0.75 (= 6), then resumed with iterations
+    # 6 (milestone 4): the same as a run of 6 iterations from the start
+    long = tiny_config(optim={"lr": 1e-3, "milestones": [], "milestones_rel": [0.75]}, train={"iterations": 8})
+    short = tiny_config(optim={"lr": 1e-3, "milestones": [], "milestones_rel": [0.75]}, train={"iterations": 6})
+    straight = make(short, tmp_path / "a").run()
+    stopped = make(long, tmp_path / "b")
+    original = stopped._train_step
+
+    def stop(step, batch):
+        if step == 4:
+            raise KeyboardInterrupt
+        return original(step, batch)
+
+    monkeypatch.setattr(stopped, "_train_step", stop)
+    with pytest.raises(KeyboardInterrupt):
+        stopped.run()
+    rest = make(short, tmp_path / "b").run()
+    assert [r["iteration"] for r in rest] == [4, 5, 6]
+    assert [r["lr"] for r in straight] == [1e-3] * 3 + [5e-4] * 3
+    rows_a, rows_b = (list(csv.DictReader(open(d / "log.csv"))) for d in (tmp_path / "a", tmp_path / "b"))
+    assert [(r["iteration"], r["lr"], r["loss"]) for r in rows_a] == [(r["iteration"], r["lr"], r["loss"]) for r in rows_b]
+
+
 def test_legacy_grad_leak_changes_only_later_iterations(tmp_path: Path) -> None:
     base = tiny_config(losses={"nll": 2e-3, "hr_l1": 1.0}, train={"iterations": 2}, checkpoint={"every": 0})
     clean = make(base, tmp_path / "clean").run()

@@ -38,6 +38,8 @@ import sys
 import tempfile
 import time
 import warnings
+from bisect import bisect_right
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -634,12 +636,14 @@ class Trainer:
             self.log("warning: the model section of the config changed since the checkpoint was written")
         self.opt_g.load_state_dict(state["optimizer_g"])
         self.sched_g.load_state_dict(state["scheduler_g"])
+        self._follow_config_schedule(self.sched_g)
         if self.disc is not None:
             if "discriminator" not in state:
                 raise TrainingError(f"{path} has no discriminator state but the config trains a GAN")
             self.disc.load_state_dict(state["discriminator"])
             self.opt_d.load_state_dict(state["optimizer_d"])
             self.sched_d.load_state_dict(state["scheduler_d"])
+            self._follow_config_schedule(self.sched_d)
         if "grads" in state:
             for p, g in zip(self.g_params, state["grads"]):
                 p.grad = None if g is None else g.to(self.device)
@@ -655,6 +659,29 @@ class Trainer:
                 f"note: resuming a {state.get('world_size', 1)}-process run with {self.dist.world} process(es); "
                 "the global batch and the results are the same"
             )
+
+    def _follow_config_schedule(self, sched: torch.optim.lr_scheduler.MultiStepLR) -> None:
+        """Make a restored scheduler use the config's milestones and gamma.
+
+        A scheduler's state carries its milestones, so without this a resumed run would silently
+        keep the old schedule after ``train.iterations`` (with ``milestones_rel``), ``milestones``
+        or ``gamma`` were changed. The learning rate is set to the one the new schedule gives at
+        the current iteration, so resuming before the first changed milestone is the same as
+        having trained with the new schedule from the start.
+        """
+        milestones = Counter(self.cfg.milestones())
+        gamma = self.cfg.optim.gamma
+        if sched.milestones == milestones and sched.gamma == gamma:
+            return
+        self.log(
+            f"note: the learning-rate schedule follows the config: milestones {sorted(milestones.elements())} "
+            f"gamma {gamma} (the checkpoint had {sorted(sched.milestones.elements())} gamma {sched.gamma})"
+        )
+        sched.milestones, sched.gamma = milestones, gamma
+        passed = bisect_right(sorted(milestones.elements()), sched.last_epoch)
+        for group, base in zip(sched.optimizer.param_groups, sched.base_lrs):
+            group["lr"] = base * gamma**passed
+        sched._last_lr = [group["lr"] for group in sched.optimizer.param_groups]
 
     # -- distributed helpers ------------------------------------------------------------------
     def _all_finite(self, value: Tensor) -> bool:
