@@ -447,7 +447,9 @@ def _pairs_from_dir(data: str, scale: int):
         hr = _read_image(hr_path)
         lr = None
         if lr_dir is not None:
-            cand = [f for f in lr_dir.iterdir() if f.stem == hr_path.stem and f.suffix.lower() in IMAGE_EXTENSIONS]
+            # same stem, or BasicSR's / DIV2K's "<stem>x<scale>" (e.g. 0801x4.png), as the trainer
+            stems = (hr_path.stem, f"{hr_path.stem}x{scale}")
+            cand = sorted(f for f in lr_dir.iterdir() if f.stem in stems and f.suffix.lower() in IMAGE_EXTENSIONS)
             if cand:
                 lr = _read_image(cand[0])
                 if lr.shape[-2:] != (hr.shape[-2] // scale, hr.shape[-1] // scale):

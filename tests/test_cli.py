@@ -322,6 +322,22 @@ def test_test_needs_data_and_rejects_mismatched_lr(capsys, files, tmp_path) -> N
     assert_one_line_error(code, err, "expected")
 
 
+def test_test_pairs_lr_files_named_stem_x_scale(capsys, files, tmp_path) -> None:
+    # DIV2K / BasicSR name their LR files "<stem>x<scale>" (0801x4.png); those must be used, not
+    # silently replaced by bicubic LR made from the HR: dark LR files make the bicubic row worse
+    data = _dataset(tmp_path / "data", 4, with_lr=True)
+    for f in sorted((data / "LR").iterdir()):
+        write_image(f.with_name(f"{f.stem}x4.png"), read_image(f) * 0.5)
+        f.unlink()
+    psnr = {}
+    for name, folder in (("files", data), ("made", data / "HR")):
+        code, _, err = run(capsys, "test", files["sr"], "--data", folder, "-t", "0", "-o", tmp_path / name)
+        assert code == 0, err
+        rows = list(csv.DictReader(open(tmp_path / name / "metrics.csv")))
+        psnr[name] = float([r for r in rows if r["method"] == "bicubic" and r["image"] == "mean"][0]["psnr"])
+    assert psnr["files"] < psnr["made"] - 3
+
+
 # -- train and demo ---------------------------------------------------------------------------------
 
 
