@@ -5,7 +5,7 @@ VPY := $(VENV)/bin/python
 # Written after a successful install; re-install when the dependency files change.
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo lint clean
+.PHONY: venv test demo demo-retrain lint clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,11 @@ test: venv
 
 demo: venv
 	$(VENV)/bin/flowsr demo
+
+# Trains the two demo models again from their recipes (about an hour each on 2 CPU cores), then
+# runs the demo with them instead of the bundled ones.
+demo-retrain: venv
+	$(VENV)/bin/flowsr demo --retrain --out demo_retrained
 
 lint: venv
 	$(VENV)/bin/ruff check flowsr tests

@@ -612,6 +612,7 @@ def cmd_demo(args) -> int:
         models_dir=Path(args.models) if args.models else None,
         device=_device(args.device),
         retrain=args.retrain,
+        retrain_iterations=args.retrain_iterations,
         untrained=args.untrained,
         seed=args.seed,
         max_images=args.max_images,
@@ -713,12 +714,14 @@ PSNR/SSIM next to bicubic down+up and writes comparison grids and metrics tables
 Models come from flowsr/data/models/*.safetensors (each with a model card). Without bundled
 models, or with --untrained, a freshly initialised tiny model is used and the output says so:
 its numbers only show that the pipeline runs. --retrain first trains the models again with their
-tiny recipes (recipes/*_tiny.yaml; minutes on a CPU) into OUT/runs/ and uses those.
+recipes (recipes/hcflow_rescaling_x4_demo.yaml, recipes/hcflow_sr_x4_demo.yaml; about an hour
+each on 2 CPU cores) into OUT/runs/ and uses their last checkpoints.
 
 Examples:
   flowsr demo                                   # or: make demo
   flowsr demo --out my_demo --device cuda
-  flowsr demo --retrain"""
+  flowsr demo --retrain                         # or: make demo-retrain
+  flowsr demo --retrain --retrain-iterations 10 --max-images 1   # quick pipeline check"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -872,7 +875,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default=None, metavar="DIR", help="folder of models (default: the bundled ones)")
     p.add_argument("--untrained", action="store_true", help="use freshly initialised tiny models (pipeline check)")
     p.add_argument(
-        "--retrain", action="store_true", help="first retrain the models with their tiny recipes (recipes/, minutes)"
+        "--retrain",
+        action="store_true",
+        help="first retrain the models with their recipes (recipes/*_demo.yaml, about an hour each on 2 cores)",
+    )
+    p.add_argument(
+        "--retrain-iterations", type=int, default=None, metavar="N", help="with --retrain: train N iterations only"
     )
     p.add_argument("--max-images", type=int, default=None, metavar="K", help="use the first K images of each part")
     p.add_argument("--seed", type=int, default=0, help="seed of the latent noise")

@@ -16,6 +16,7 @@ then only show that the pipeline runs end to end.
 from __future__ import annotations
 
 import functools
+import json
 import math
 from collections.abc import Callable
 from importlib.resources import files
@@ -68,8 +69,6 @@ def find_models(models_dir: Path | None = None) -> dict[str, Path]:
 
 def _config_scale(meta: dict) -> int | None:
     try:
-        import json
-
         spec = json.loads(meta["config"])["spec"]
         levels = spec.get("levels") or spec.get("flow", {}).get("levels")
         if "encoder" in spec:  # SRFlow: L = log2(scale) + 1
@@ -121,14 +120,19 @@ def recipes_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "recipes"
 
 
-def retrain_models(runs: Path, found: dict[str, Path], log: Callable[[str], None] = print) -> dict[str, Path]:
+def retrain_models(
+    runs: Path, found: dict[str, Path], log: Callable[[str], None] = print, iterations: int | None = None
+) -> dict[str, Path]:
     """Train each demo model again with its recipe (the ``recipe`` metadata of the bundled model,
-    else :data:`DEFAULT_RECIPES`) into ``runs/<recipe>``; returns the new checkpoints by task."""
+    else :data:`DEFAULT_RECIPES`) into ``runs/<recipe>``; returns the last checkpoint of each by
+    task (as shipped: never one picked on the validation image, which the demo evaluates on).
+    ``iterations`` overrides ``train.iterations`` (quick checks)."""
     from flowsr.cli import CLIError, train_api
 
     trainer_cls = train_api()
     if trainer_cls is None:
         raise CLIError("--retrain needs flowsr.train, which this installation does not have")
+    overrides = None if iterations is None else [f"train.iterations={int(iterations)}"]
     out = {}
     for task, default in DEFAULT_RECIPES.items():
         name = default
@@ -138,17 +142,12 @@ def retrain_models(runs: Path, found: dict[str, Path], log: Callable[[str], None
         if not recipe.is_file():
             raise CLIError(f"--retrain: recipe {recipe} not found (run the demo from a flowsr checkout)")
         log(f"retraining the {task} model with {recipe} into {runs / name} ...")
-        trainer = trainer_cls(recipe, run_dir=runs / name)
+        trainer = trainer_cls(recipe, run_dir=runs / name, overrides=overrides)
         trainer.run()
-        ckdir = trainer.run_dir / "checkpoints"
-        best = ckdir / "best.safetensors"
-        periodic = sorted(ckdir.glob("iter_*.safetensors"))
-        if best.is_file():
-            out[task] = best
-        elif periodic:
-            out[task] = periodic[-1]
-        else:
-            raise CLIError(f"--retrain: training {recipe.name} left no checkpoint in {ckdir}")
+        latest = trainer.run_dir / "checkpoints" / "latest.json"
+        if not latest.is_file():
+            raise CLIError(f"--retrain: training {recipe.name} left no checkpoint in {latest.parent}")
+        out[task] = latest.parent / json.loads(latest.read_text())["weights"]
     return out
 
 
@@ -201,10 +200,13 @@ def _gain_lines(mean_rows: list[dict]) -> list[str]:
     for r in mean_rows:
         if r["method"] == "bicubic":
             continue
-        out.append(
+        line = (
             f"  {r['method']}: Y-PSNR {r['psnr_y']:.2f} dB vs bicubic {base['psnr_y']:.2f} dB "
             f"({r['psnr_y'] - base['psnr_y']:+.2f} dB); Y-SSIM {r['ssim_y']:.4f} vs {base['ssim_y']:.4f}"
         )
+        if math.isfinite(r.get("lr_psnr_y", math.nan)):
+            line += f"; model LR vs bicubic LR {r['lr_psnr_y']:.2f} dB Y-PSNR"
+        out.append(line)
     return out
 
 
@@ -214,6 +216,7 @@ def run(
     device: torch.device | str = "cpu",
     *,
     retrain: bool = False,
+    retrain_iterations: int | None = None,
     untrained: bool = False,
     seed: int = 0,
     max_images: int | None = None,
@@ -221,11 +224,12 @@ def run(
 ) -> int:
     """Run the demo (see the module docstring); writes ``out/{rescaling,sr}/*.png`` and
     ``out/metrics.{md,csv}``. ``retrain``: first train the models again with their recipes
-    (:func:`retrain_models`); ``max_images``: the first K images of each part. Returns 0."""
+    (:func:`retrain_models`, ``retrain_iterations`` of them); ``max_images``: the first K images of
+    each part. Returns 0."""
     out = Path(out)
     found = {} if untrained else find_models(models_dir)
     if retrain and not untrained:
-        found = retrain_models(out / "runs", found, log)
+        found = retrain_models(out / "runs", found, log, retrain_iterations)
     report: list[str] = []
     sections: list[tuple[str, list[dict], bool]] = []
 

@@ -9,7 +9,8 @@ MATLAB-style SSIM), the bicubic baselines use the MATLAB-exact :func:`flowsr.dat
   samples, LR-consistency PSNR, diversity (``samples >= 2``), LPIPS (when given) and the NLL of
   the HR image (bits per pixel, the official unit; the same for every temperature).
 * Rescaling (:func:`evaluate_rescaling`): bicubic down + up against the model's downscale (8-bit
-  LR) + upscale at each temperature; ``lr_psnr`` is the model LR against the bicubic LR.
+  LR) + upscale at each temperature; ``lr_psnr`` / ``lr_psnr_y`` are the model LR against the
+  bicubic LR (RGB / Y).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ COLUMNS: dict[str, str] = {
     "psnr_y": "PSNR-Y",
     "ssim_y": "SSIM-Y",
     "lr_psnr": "LR-PSNR",
+    "lr_psnr_y": "LR-PSNR-Y",
     "diversity": "diversity",
     "lpips": "LPIPS",
     "nll": "NLL (bpp)",
@@ -230,7 +232,8 @@ def evaluate_rescaling(
     log: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Metric rows of a rescaling model: bicubic down+up, then the model's 8-bit LR upscaled at each
-    temperature. ``lr_psnr``: the LR image against the bicubic LR (the model LR should look like it).
+    temperature. ``lr_psnr`` / ``lr_psnr_y``: the LR image against the bicubic LR, RGB / Y (the model
+    LR should look like it).
 
     HR images are padded to the model's multiple for the model (and the outputs cropped back), so
     any size works; the bicubic baseline uses the same HR image. With ``grid_dir`` writes
@@ -253,12 +256,15 @@ def evaluate_rescaling(
                 "method": "bicubic",
                 **image_quality(bic, hr, scale),
                 "lr_psnr": math.nan,  # the bicubic LR itself
+                "lr_psnr_y": math.nan,
                 "lpips": _lpips_value(lpips, bic, hr),
             }
         )
         lr = downscale(model, hr[None].to(device), tile=tile, overlap=overlap * scale)
         lr_cpu = lr[0].cpu()
-        lr_vs_bic = psnr(lr_cpu, lr_bic) if lr_cpu.shape == lr_bic.shape else math.nan
+        same = lr_cpu.shape == lr_bic.shape
+        lr_vs_bic = psnr(lr_cpu, lr_bic) if same else math.nan
+        lr_vs_bic_y = psnr(lr_cpu, lr_bic, y_channel=True) if same else math.nan
         recs = []
         for t in temperatures:
             gen = torch.Generator().manual_seed(seed)
@@ -272,6 +278,7 @@ def evaluate_rescaling(
                     "method": _t_label(t),
                     **image_quality(rec, hr, scale),
                     "lr_psnr": lr_vs_bic,
+                    "lr_psnr_y": lr_vs_bic_y,
                     "lpips": _lpips_value(lpips, rec, hr),
                 }
             )
@@ -279,7 +286,8 @@ def evaluate_rescaling(
         if log is not None:
             log(
                 f"{pair.name}: bicubic down+up {rows[-len(temperatures) - 1]['psnr_y']:.2f} dB Y-PSNR, "
-                f"model {rows[-1]['psnr_y']:.2f} dB ({rows[-1]['method']}), model LR vs bicubic LR {lr_vs_bic:.2f} dB"
+                f"model {rows[-1]['psnr_y']:.2f} dB ({rows[-1]['method']}), "
+                f"model LR vs bicubic LR {lr_vs_bic_y:.2f} dB Y-PSNR"
             )
         if grid_dir is not None:
             labels = ["bicubic LR", "model LR", "bicubic up", *[f"rec. {_t_label(t)}" for t in temperatures], "HR"]

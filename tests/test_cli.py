@@ -365,6 +365,18 @@ def test_demo_untrained_runs_end_to_end_and_says_so(capsys, tmp_path) -> None:
     assert len(list((out / "sr").glob("*.png"))) == 2  # grid + sample strip
 
 
+def test_demo_retrain_trains_the_demo_recipes_and_uses_their_last_checkpoints(capsys, tmp_path) -> None:
+    out = tmp_path / "demo"
+    argv = ["demo", "--retrain", "--retrain-iterations", "1", "--max-images", "1", "-o", out, "--device", "cpu"]
+    code, stdout, err = run(capsys, *argv)
+    assert code == 0, err
+    for recipe in ("hcflow_rescaling_x4_demo", "hcflow_sr_x4_demo"):
+        assert "retraining the" in stdout and recipe in stdout
+        assert (out / "runs" / recipe / "checkpoints" / "iter_00000001.safetensors").is_file()
+    assert "UNTRAINED" not in stdout  # the retrained models are used, not the stand-ins
+    assert stdout.count("iter_00000001.safetensors") == 2
+
+
 # -- errors -----------------------------------------------------------------------------------------
 
 

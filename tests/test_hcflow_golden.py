@@ -28,9 +28,6 @@ SR_FILES = [p for p in golden_files("hcflow*_golden.pt") if "rescaling" not in p
 RESCALING_FILES = [p for p in golden_files("hcflow*_golden.pt") if "rescaling" in p.name]
 
 
-
-
-
 @pytest.mark.skipif(not SR_FILES, reason="no HCFlow SR golden fixtures found (set FLOWSR_SHARED)")
 @pytest.mark.parametrize("path", SR_FILES, ids=lambda p: p.stem)
 def test_sr_golden(path: Path) -> None:

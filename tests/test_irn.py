@@ -36,9 +36,6 @@ from flowsr.testing import (
 GOLDEN_FILES = golden_files("irn*_golden.pt")
 
 
-
-
-
 def _train_weights(opt: dict, scale: int) -> dict[str, float]:
     train = opt.get("train") or {}
     return {

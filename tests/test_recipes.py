@@ -38,6 +38,11 @@ def test_recipes_exist() -> None:
         "hcflow_rescaling_x2",
         "hcflow_rescaling_x4",
         "hcflow_rescaling_x8",
+        "srflow_x4",
+        "srflow_x8",
+        "irn_x2",
+        "irn_x4",
+        "irn_x8",
     ):
         assert base in names and f"{base}_tiny" in names
 

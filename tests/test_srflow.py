@@ -39,8 +39,6 @@ from flowsr.testing import (
 GOLDEN_FILES = golden_files("srflow*_golden.pt")
 
 
-
-
 def _split_logp(zs: list[torch.Tensor]) -> torch.Tensor:
     """Official running log-det = flowsr log-det + the N(0, I) log-density of the split latents."""
     return sum((standard_normal_logp(z) for z in zs[1:]), torch.zeros(zs[0].shape[0]))

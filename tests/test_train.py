@@ -128,7 +128,9 @@ def test_resume_follows_a_changed_schedule(tmp_path: Path, monkeypatch) -> None:
     assert [r["iteration"] for r in rest] == [4, 5, 6]
     assert [r["lr"] for r in straight] == [1e-3] * 3 + [5e-4] * 3
     rows_a, rows_b = (list(csv.DictReader(open(d / "log.csv"))) for d in (tmp_path / "a", tmp_path / "b"))
-    assert [(r["iteration"], r["lr"], r["loss"]) for r in rows_a] == [(r["iteration"], r["lr"], r["loss"]) for r in rows_b]
+    assert [(r["iteration"], r["lr"], r["loss"]) for r in rows_a] == [
+        (r["iteration"], r["lr"], r["loss"]) for r in rows_b
+    ]
 
 
 def test_legacy_grad_leak_changes_only_later_iterations(tmp_path: Path) -> None:

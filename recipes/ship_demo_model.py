@@ -1,0 +1,143 @@
+"""Ship a trained run as a bundled demo model: ``flowsr/data/models/<name>.safetensors`` + ``<name>.md``.
+
+    python recipes/ship_demo_model.py RUN_DIR NAME [--temperatures "0 1"] [--note TEXT]
+
+Takes the run's latest checkpoint (the last iteration, never ``best``: the demo images are what
+the model is judged on, so nothing may be picked on them), adds the ``recipe`` and
+``demo_temperatures`` metadata, evaluates it on the demo's images exactly as ``flowsr demo`` does,
+and writes the model card from what the run recorded (config, iterations, logged time, machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import re
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from flowsr.demo import _all_hr_pairs, _sr_pairs, bundled_models_dir  # noqa: E402
+from flowsr.evaluate import evaluate_rescaling, evaluate_sr, markdown_table, summarize  # noqa: E402
+from flowsr.inference import model_task  # noqa: E402
+from flowsr.models.checkpoint import load, read_metadata, save  # noqa: E402
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _training_time(run: Path) -> tuple[float, str, str, int]:
+    """Seconds of training (sum of the logged intervals), first and last log time, segments."""
+    seconds = 0.0
+    every = None
+    for row in csv.DictReader(open(run / "log.csv")):
+        it = int(row["iteration"])
+        step = it - every if every is not None else it
+        every = it
+        seconds += step / float(row["it_per_s"])
+    stamps = re.findall(r"^\[([0-9-]+ [0-9:]+)\]", (run / "train.log").read_text(), flags=re.M)
+    segments = (run / "train.log").read_text().count("] training ")
+    return seconds, stamps[0], stamps[-1], segments
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("name")
+    ap.add_argument("--temperatures", default=None, help='demo temperatures, e.g. "0 0.8" (default: the demo\'s)')
+    ap.add_argument("--note", default="", help="extra paragraph for the model card")
+    ap.add_argument("--out", type=Path, default=None, help="default: flowsr/data/models")
+    args = ap.parse_args()
+
+    run = args.run
+    cfg = yaml.safe_load(open(run / "config.yaml"))
+    latest = json.loads((run / "checkpoints" / "latest.json").read_text())
+    weights = run / "checkpoints" / latest["weights"]
+    meta = read_metadata(weights)
+    model = load(weights).eval()
+    task = model_task(model)
+    temps = args.temperatures or ("1" if task == "rescaling" else "0 0.8")
+    recipe = cfg.get("name") or meta.get("recipe")
+
+    out_dir = args.out or bundled_models_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{args.name}.safetensors"
+    extra = {"recipe": recipe, "iteration": meta.get("iteration", "?"), "demo_temperatures": temps}
+    save(model, target, extra=extra)
+
+    temperatures = [float(t) for t in temps.split()]
+    torch.manual_seed(0)
+    if task == "rescaling":
+        rows = evaluate_rescaling(model, _all_hr_pairs(), temperatures=temperatures, seed=0)
+        what = "every bundled HR image (Set5 butterfly + six CelebA-HQ faces), none trained on"
+    else:
+        pairs, what = _sr_pairs(int(model.scale))
+        rows = evaluate_sr(model, pairs, temperatures=temperatures, samples=3, seed=0)
+    mean = summarize(rows)
+
+    seconds, first, last, segments = _training_time(run)
+    nparams = sum(p.numel() for p in model.parameters())
+    t, d = cfg["train"], cfg["data"]
+    temps_arg = "" if args.temperatures is None else f' --temperatures "{temps}"'
+    facts = {
+        "recipe": f"`recipes/{recipe}.yaml` (the run's full config: below)",
+        "data": f"`{d.get('hr_dir') or d.get('samples')}` ({d.get('source')}), random {d['patch_size']}x"
+        f"{d['patch_size']} HR crops, batch {d['batch_size']}, LR {d.get('lr') or 'files'}",
+        "iterations": f"{extra['iteration']} (the last one is shipped, not a checkpoint picked on the "
+        "evaluation images)",
+        "training time": f"{seconds / 60:.0f} min of training steps (logged); {first} to {last} wall clock "
+        f"in {segments} segment(s)",
+        "machine": f"{_cpu_name()}, {os.cpu_count()} cores, {t.get('threads')} torch thread(s), other jobs on the "
+        f"same CPU; torch {torch.__version__}, Python {platform.python_version()}",
+        "command": f"`flowsr train recipes/{recipe}.yaml --run-dir runs/{recipe}` then "
+        f"`python recipes/ship_demo_model.py runs/{recipe} {args.name}{temps_arg}`",
+        "file": f"`{target.name}`, float32 safetensors; metadata `recipe`, `iteration`, "
+        f"`demo_temperatures` = `{temps}`",
+    }
+    table = "\n".join(f"| {k} | {v} |" for k, v in facts.items())
+    card = f"""# {args.name}: {model.family} x{model.scale}, {nparams:,} parameters, {extra["iteration"]} iterations
+
+Trained by flowsr's own recipe `recipes/{recipe}.yaml`; `flowsr demo` uses it.
+
+| | |
+|---|---|
+{table}
+
+{args.note}
+
+## Results on the demo images
+
+{what}; 8-bit images, border crop = scale; written {datetime.now():%Y-%m-%d} by `recipes/ship_demo_model.py`.
+`flowsr demo` prints the same numbers.
+
+{markdown_table(mean)}
+## Config
+
+```yaml
+{yaml.safe_dump(cfg, sort_keys=False).strip()}
+```
+"""
+    target.with_suffix(".md").write_text(card)
+    print(markdown_table(mean))
+    print(f"wrote {target} and {target.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
