@@ -40,7 +40,6 @@ from __future__ import annotations
 import io
 import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +47,7 @@ import torch
 from PIL import Image
 
 from flowsr.data._png16 import decode_png, png_header
+from flowsr.fileio import atomic_write
 
 __all__ = ["from_uint8", "read_image", "to_uint8", "write_image"]
 
@@ -208,19 +208,6 @@ def _as_hwc_uint8(tensor: torch.Tensor) -> np.ndarray:
     return arr[..., 0] if arr.shape[-1] == 1 else arr
 
 
-def _umask() -> int:
-    try:  # Linux: read it without changing it
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def write_image(path: str | os.PathLike, tensor: torch.Tensor, **save_kwargs) -> Path:
     """Write a ``(3, H, W)`` (or ``(1, H, W)`` / ``(H, W)`` grey) image in ``[0, 1]`` as an 8-bit file.
 
@@ -236,18 +223,5 @@ def write_image(path: str | os.PathLike, tensor: torch.Tensor, **save_kwargs) ->
     if fmt is None or fmt not in Image.SAVE:
         raise ValueError(f"write_image: cannot tell an image format Pillow can write from the extension of '{path}'")
     im = Image.fromarray(arr)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if path.parent else None)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            im.save(fh, format=fmt, **save_kwargs)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write(path, lambda tmp: im.save(tmp, format=fmt, **save_kwargs))
     return path

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from flowsr.fileio import atomic_write
 from flowsr.models.hcflow import HCFlowRescaling, HCFlowSR
 from flowsr.models.irn import IRN
 from flowsr.models.srflow import SRFlow
@@ -52,15 +52,7 @@ def save(model: nn.Module, path: str | os.PathLike, extra: dict[str, str] | None
     path = Path(path)
     metadata = {"format": FORMAT, "family": model.family, "config": json.dumps(model.config()), **(extra or {})}
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
     return path
 
 

@@ -35,7 +35,6 @@ import os
 import random
 import re
 import sys
-import tempfile
 import time
 import warnings
 from bisect import bisect_right
@@ -51,6 +50,7 @@ import torch.distributed as dist
 import yaml
 from torch import Tensor, nn
 
+from flowsr.fileio import atomic_write
 from flowsr.layers.actnorm import ActNorm, skip_data_init
 from flowsr.models import checkpoint as model_checkpoint
 from flowsr.train.build import build_model
@@ -192,27 +192,12 @@ def _sample_latent_shapes(model: nn.Module, lr_hw: Sequence[int]) -> list[tuple[
 # -- small file helpers ------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write) -> None:
-    """``write(tmp_path)`` then ``os.replace`` onto ``path`` (never a half-written ``path``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _atomic_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
@@ -467,7 +452,7 @@ class Trainer:
                     w.writerow(header)
                     w.writerows(kept)
 
-            _atomic_write(path, write)
+            atomic_write(path, write)
 
     def _write_row(self, row: dict) -> None:
         path = self.run_dir / "log.csv"
@@ -520,7 +505,7 @@ class Trainer:
         fig.suptitle(f"{self.cfg.name}: iteration {int(x[-1])}", fontsize=10)
         fig.tight_layout()
         path = self.run_dir / "curves.png"
-        _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
         plt.close(fig)
         return path
 
