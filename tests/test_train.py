@@ -48,6 +48,20 @@ def params(trainer: Trainer) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
 
+def interrupt_at(trainer: Trainer, step: int, monkeypatch) -> None:
+    """Run ``trainer`` until a KeyboardInterrupt at the start of iteration ``step``."""
+    original = trainer._train_step
+
+    def crash(i, batch):
+        if i == step:
+            raise KeyboardInterrupt
+        return original(i, batch)
+
+    monkeypatch.setattr(trainer, "_train_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+
+
 LOSS_KEYS = ("loss", "nll", "hr_l1", "lr_l2", "z_l2", "lr", "skipped")
 
 # -- resume -----------------------------------------------------------------------------------
@@ -72,17 +86,7 @@ def test_resume_continues_with_exactly_the_same_losses(tmp_path: Path, monkeypat
     assert any(not torch.equal(end_params[k], final[k]) for k in final)
 
     # interrupted after iteration 4 (checkpoint at 3): iteration 4 is lost and redone
-    interrupted = make(cfg, tmp_path / "b")
-    original = interrupted._train_step
-
-    def crash(step, batch):
-        if step == 5:
-            raise KeyboardInterrupt
-        return original(step, batch)
-
-    monkeypatch.setattr(interrupted, "_train_step", crash)
-    with pytest.raises(KeyboardInterrupt):
-        interrupted.run()
+    interrupt_at(make(cfg, tmp_path / "b"), 5, monkeypatch)
     resumed = make(cfg, tmp_path / "b")
     assert resumed.iteration == 3
     rest = resumed.run()
@@ -113,17 +117,7 @@ def test_resume_follows_a_changed_schedule(tmp_path: Path, monkeypatch) -> None:
     long = tiny_config(optim={"lr": 1e-3, "milestones": [], "milestones_rel": [0.75]}, train={"iterations": 8})
     short = tiny_config(optim={"lr": 1e-3, "milestones": [], "milestones_rel": [0.75]}, train={"iterations": 6})
     straight = make(short, tmp_path / "a").run()
-    stopped = make(long, tmp_path / "b")
-    original = stopped._train_step
-
-    def stop(step, batch):
-        if step == 4:
-            raise KeyboardInterrupt
-        return original(step, batch)
-
-    monkeypatch.setattr(stopped, "_train_step", stop)
-    with pytest.raises(KeyboardInterrupt):
-        stopped.run()
+    interrupt_at(make(long, tmp_path / "b"), 4, monkeypatch)
     rest = make(short, tmp_path / "b").run()
     assert [r["iteration"] for r in rest] == [4, 5, 6]
     assert [r["lr"] for r in straight] == [1e-3] * 3 + [5e-4] * 3
