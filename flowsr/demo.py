@@ -31,7 +31,15 @@ from flowsr.inference import model_task
 from flowsr.models import CouplingSpec, FeatureSpec, HCFlowRescaling, HCFlowSR, HierarchySpec, LatentSpec
 from flowsr.models.checkpoint import load, read_metadata
 
-__all__ = ["bundled_models_dir", "find_models", "tiny_rescaling_model", "tiny_sr_model", "run"]
+__all__ = [
+    "bundled_models_dir",
+    "find_models",
+    "rescaling_pairs",
+    "sr_pairs",
+    "tiny_rescaling_model",
+    "tiny_sr_model",
+    "run",
+]
 
 UNTRAINED = "UNTRAINED"
 
@@ -161,7 +169,8 @@ def _card(path: Path) -> str:
     return path.name
 
 
-def _all_hr_pairs() -> list[Pair]:
+def rescaling_pairs() -> list[Pair]:
+    """Every bundled HR image (the rescaling part of the demo)."""
     pairs = []
     for kind in SAMPLE_KINDS:
         for name, hr, _ in sample_images(kind):
@@ -169,7 +178,7 @@ def _all_hr_pairs() -> list[Pair]:
     return pairs
 
 
-def _sr_pairs(scale: int) -> tuple[list[Pair], str]:
+def sr_pairs(scale: int) -> tuple[list[Pair], str]:
     """The bundled LR images of ``scale`` (MATLAB bicubic of their HR), then the other bundled HR
     images with their bicubic LR made here."""
     pairs, names = [], []
@@ -178,7 +187,7 @@ def _sr_pairs(scale: int) -> tuple[list[Pair], str]:
             pairs += [Pair(name, read_image(hr), read_image(lr)) for name, hr, lr in sample_images(kind)]
             names.append(f"bundled {kind} LR")
     bundled = {p.name for p in pairs}
-    pairs += [Pair(p.name, p.hr, None) for p in _all_hr_pairs() if p.name not in bundled]
+    pairs += [Pair(p.name, p.hr, None) for p in rescaling_pairs() if p.name not in bundled]
     names.append(f"bicubic x{scale} LR of the other bundled HR images")
     return pairs, "images (" + "; ".join(names) + ")"
 
@@ -247,7 +256,7 @@ def run(
     model: nn.Module
     fallback = functools.partial(tiny_rescaling_model, 4, seed)
     model, meta, trained = pick("rescaling", "rescaling", fallback, "tiny HCFlow rescaling x4")
-    pairs = _all_hr_pairs()[:max_images]
+    pairs = rescaling_pairs()[:max_images]
     temps = _temperature(meta, [1.0])
     log(f"rescaling {len(pairs)} bundled HR images x{model.scale} (downscale, 8-bit LR, upscale at T={temps}) ...")
     rows = evaluate_rescaling(
@@ -258,7 +267,7 @@ def run(
     # -- SR -----------------------------------------------------------------------------------
     sr_model, meta, trained = pick("sr", "SR", functools.partial(tiny_sr_model, 8, seed), "tiny HCFlow SR x8")
     assert model_task(sr_model) == "sr"
-    pairs, what = _sr_pairs(int(sr_model.scale))
+    pairs, what = sr_pairs(int(sr_model.scale))
     pairs = pairs[:max_images]
     temps = _temperature(meta, [0.0, 0.8])
     log(f"super-resolving {len(pairs)} {what} x{sr_model.scale} at T={temps}, 3 samples each ...")

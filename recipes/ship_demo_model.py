@@ -26,7 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flowsr.demo import _all_hr_pairs, _sr_pairs, bundled_models_dir  # noqa: E402
+from flowsr.demo import bundled_models_dir, rescaling_pairs, sr_pairs  # noqa: E402
 from flowsr.evaluate import evaluate_rescaling, evaluate_sr, markdown_table, summarize  # noqa: E402
 from flowsr.inference import model_task  # noqa: E402
 from flowsr.models.checkpoint import load, read_metadata, save  # noqa: E402
@@ -84,10 +84,10 @@ def main() -> int:
     temperatures = [float(t) for t in temps.split()]
     torch.manual_seed(0)
     if task == "rescaling":
-        rows = evaluate_rescaling(model, _all_hr_pairs(), temperatures=temperatures, seed=0)
+        rows = evaluate_rescaling(model, rescaling_pairs(), temperatures=temperatures, seed=0)
         what = "every bundled HR image (Set5 butterfly + six CelebA-HQ faces), none trained on"
     else:
-        pairs, what = _sr_pairs(int(model.scale))
+        pairs, what = sr_pairs(int(model.scale))
         rows = evaluate_sr(model, pairs, temperatures=temperatures, samples=3, seed=0)
     mean = summarize(rows)
 

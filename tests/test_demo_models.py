@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from flowsr.data import SAMPLE_KINDS, sample_images
-from flowsr.demo import _all_hr_pairs, _sr_pairs, bundled_models_dir, find_models, recipes_dir
+from flowsr.demo import bundled_models_dir, find_models, recipes_dir, rescaling_pairs, sr_pairs
 from flowsr.evaluate import evaluate_rescaling, evaluate_sr, summarize
 from flowsr.models.checkpoint import load, read_metadata
 from flowsr.train import load_config
@@ -58,7 +58,7 @@ def test_rescaling_model_meets_its_targets() -> None:
     model = load(path).eval()
     temperatures = [float(t) for t in read_metadata(path)["demo_temperatures"].split()]
     torch.manual_seed(0)
-    mean = summarize(evaluate_rescaling(model, _all_hr_pairs(), temperatures=temperatures, seed=0))
+    mean = summarize(evaluate_rescaling(model, rescaling_pairs(), temperatures=temperatures, seed=0))
     bicubic = next(r for r in mean if r["method"] == "bicubic")
     for row in mean:
         if row["method"] == "bicubic":
@@ -69,7 +69,7 @@ def test_rescaling_model_meets_its_targets() -> None:
 
 def test_sr_model_runs_on_the_demo_images() -> None:
     model = load(MODELS["sr"]).eval()
-    pairs, _ = _sr_pairs(int(model.scale))
+    pairs, _ = sr_pairs(int(model.scale))
     rows = evaluate_sr(model, pairs[:2], temperatures=[0.0, 0.8], samples=2, seed=0)
     for row in rows:
         assert math.isfinite(row["psnr_y"]) and math.isfinite(row["ssim_y"]), row
