@@ -446,7 +446,7 @@ def test_actnorm_init_modes(tmp_path: Path, mode: str) -> None:
     levels = trainer.model.flow.levels
 
     def largest_bias(parts) -> float:
-        return max(float(m.bias.abs().max()) for p in parts for m in p.modules() if isinstance(m, ActNorm))
+        return max(float(m.bias.detach().abs().max()) for p in parts for m in p.modules() if isinstance(m, ActNorm))
 
     body, latent = largest_bias(lv.body for lv in levels), largest_bias(lv.latent for lv in levels)
     # A data initialisation moves a bias far from 0; one Adam step of lr 1e-7 moves it by ~1e-7.
