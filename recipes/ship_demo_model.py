@@ -44,13 +44,11 @@ def _cpu_name() -> str:
 
 def _training_time(run: Path) -> tuple[float, str, str, int]:
     """Seconds of training (sum of the logged intervals), first and last log time, segments."""
-    seconds = 0.0
-    every = None
-    for row in csv.DictReader(open(run / "log.csv")):
+    seconds, previous = 0.0, 0
+    for row in csv.DictReader(open(run / "log.csv")):  # one row per logged interval, each with its rate
         it = int(row["iteration"])
-        step = it - every if every is not None else it
-        every = it
-        seconds += step / float(row["it_per_s"])
+        seconds += (it - previous) / float(row["it_per_s"])
+        previous = it
     stamps = re.findall(r"^\[([0-9-]+ [0-9:]+)\]", (run / "train.log").read_text(), flags=re.M)
     segments = (run / "train.log").read_text().count("] training ")
     return seconds, stamps[0], stamps[-1], segments
