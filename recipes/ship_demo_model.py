@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
 import re
 import sys
 from datetime import datetime
@@ -26,20 +24,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from flowsr.bench import machine_info  # noqa: E402
 from flowsr.demo import bundled_models_dir, rescaling_pairs, sr_pairs  # noqa: E402
 from flowsr.evaluate import evaluate_rescaling, evaluate_sr, markdown_table, summarize  # noqa: E402
 from flowsr.inference import model_task  # noqa: E402
 from flowsr.models.checkpoint import load, read_metadata, save  # noqa: E402
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _training_time(run: Path) -> tuple[float, str, str, int]:
@@ -49,8 +38,9 @@ def _training_time(run: Path) -> tuple[float, str, str, int]:
         it = int(row["iteration"])
         seconds += (it - previous) / float(row["it_per_s"])
         previous = it
-    stamps = re.findall(r"^\[([0-9-]+ [0-9:]+)\]", (run / "train.log").read_text(), flags=re.M)
-    segments = (run / "train.log").read_text().count("] training ")
+    log = (run / "train.log").read_text()
+    stamps = re.findall(r"^\[([0-9-]+ [0-9:]+)\]", log, flags=re.M)
+    segments = log.count("] training ")
     return seconds, stamps[0], stamps[-1], segments
 
 
@@ -91,6 +81,7 @@ def main() -> int:
 
     seconds, first, last, segments = _training_time(run)
     nparams = sum(p.numel() for p in model.parameters())
+    machine = machine_info()
     t, d = cfg["train"], cfg["data"]
     temps_arg = "" if args.temperatures is None else f' --temperatures "{temps}"'
     facts = {
@@ -101,8 +92,8 @@ def main() -> int:
         "evaluation images)",
         "training time": f"{seconds / 60:.0f} min of training steps (logged); {first} to {last} wall clock "
         f"in {segments} segment(s)",
-        "machine": f"{_cpu_name()}, {os.cpu_count()} cores, {t.get('threads')} torch thread(s), other jobs on the "
-        f"same CPU; torch {torch.__version__}, Python {platform.python_version()}",
+        "machine": f"{machine['cpu']}, {machine['cores']} cores, {t.get('threads')} torch thread(s), other jobs "
+        f"on the same CPU; torch {machine['torch']}, Python {machine['python']}",
         "command": f"`flowsr train recipes/{recipe}.yaml --run-dir runs/{recipe}` then "
         f"`python recipes/ship_demo_model.py runs/{recipe} {args.name}{temps_arg}`",
         "file": f"`{target.name}`, float32 safetensors; metadata `recipe`, `iteration`, "
