@@ -24,8 +24,10 @@ from flowsr.models.hcflow import (
     standard_normal_logp,
 )
 
-SR_FILES = [p for p in golden_files("hcflow*_golden.pt") if "rescaling" not in p.name]
-RESCALING_FILES = [p for p in golden_files("hcflow*_golden.pt") if "rescaling" in p.name]
+# Network fixtures only: the training-step fixtures (*_train_golden.pt) have their own test.
+NETWORK_FILES = [p for p in golden_files("hcflow*_golden.pt") if not p.name.endswith("_train_golden.pt")]
+SR_FILES = [p for p in NETWORK_FILES if "rescaling" not in p.name]
+RESCALING_FILES = [p for p in NETWORK_FILES if "rescaling" in p.name]
 
 
 @pytest.mark.skipif(not SR_FILES, reason="no HCFlow SR golden fixtures found (set FLOWSR_SHARED)")
