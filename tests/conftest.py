@@ -4,8 +4,8 @@
   oversubscribes the cores that pytest-xdist workers already use.
 * Hypothesis profiles ``ci`` (default), ``dev`` and ``thorough``; pick one with the
   ``HYPOTHESIS_PROFILE`` environment variable, e.g. ``HYPOTHESIS_PROFILE=thorough make test``.
-* Fixtures ``float64`` (default dtype float64 for one test) and ``golden_dir`` (the shared
-  reference fixtures: ``<repo>/../shared/reference``, or ``$FLOWSR_SHARED/reference``).
+* Fixtures ``float64`` (default dtype float64 for one test) and ``golden_dir`` (the official
+  reference fixtures shipped in ``tests/fixtures/official``).
 * oneDNN float32 convolutions limited to AVX2 kernels (``DNNL_MAX_CPU_ISA``, unless set): the
   golden fixtures match AVX2 rounding; on AVX-512 CPUs the deep SRFlow flow amplifies the other
   kernels' rounding to ~9e-6 on its latents (2e-6 with AVX2), close to the 1e-5 tolerance.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from golden import shared_reference
+from golden import official_fixtures
 from hypothesis import HealthCheck, settings
 
 torch.set_num_threads(1)
@@ -65,8 +65,5 @@ def float64() -> Iterator[torch.dtype]:
 
 @pytest.fixture
 def golden_dir() -> Path:
-    """Folder of the reference (golden) fixtures; skips the test when it is not there."""
-    path = shared_reference()
-    if not path.is_dir():
-        pytest.skip(f"reference fixtures not found at {path}; set FLOWSR_SHARED to the folder that contains reference/")
-    return path
+    """Folder of the official reference (golden) fixtures."""
+    return official_fixtures()

@@ -1,7 +1,7 @@
 """Finding and comparing against the golden fixtures made with the official implementations.
 
-Fixtures live in ``<repo>/../shared/reference`` (or ``$FLOWSR_SHARED/reference``); a folder of
-extra fixtures made the same way (other seeds, sizes, configurations) can be added with
+The fixtures travel with the code: ``tests/fixtures/official`` (provenance in its README). A
+folder of extra fixtures made the same way (other seeds, sizes, configurations) is added with
 ``FLOWSR_EXTRA_GOLDEN``. Nothing here depends on the particular files shipped.
 """
 
@@ -15,21 +15,17 @@ import torch
 ATOL = 1e-5
 RTOL = 1e-5
 REPO_ROOT = Path(__file__).resolve().parent.parent
+OFFICIAL_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "official"
 
 
-def shared_dir() -> Path:
-    """The shared data folder: ``$FLOWSR_SHARED`` if set, else ``<repo>/../shared``."""
-    override = os.environ.get("FLOWSR_SHARED")
-    return Path(override).expanduser().resolve() if override else REPO_ROOT.parent / "shared"
-
-
-def shared_reference() -> Path:
-    return shared_dir() / "reference"
+def official_fixtures() -> Path:
+    """The folder of official fixtures shipped with the tests."""
+    return OFFICIAL_FIXTURES
 
 
 def golden_files(pattern: str) -> list[Path]:
-    """Every fixture matching ``pattern`` in the shared reference folder and ``$FLOWSR_EXTRA_GOLDEN``."""
-    dirs = [shared_reference()]
+    """Every fixture matching ``pattern`` in the shipped folder and ``$FLOWSR_EXTRA_GOLDEN``."""
+    dirs = [OFFICIAL_FIXTURES]
     if os.environ.get("FLOWSR_EXTRA_GOLDEN"):
         dirs.append(Path(os.environ["FLOWSR_EXTRA_GOLDEN"]))
     return sorted(p for d in dirs if d.is_dir() for p in d.glob(pattern))

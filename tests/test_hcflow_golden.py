@@ -1,6 +1,6 @@
 """flowsr reproduces the official HCFlow networks (golden fixtures made with the official code).
 
-Every ``hcflow*_golden.pt`` file in the shared reference folder is checked (more can be added
+Every ``hcflow*_golden.pt`` file in ``tests/fixtures/official`` is checked (more can be added
 with ``FLOWSR_EXTRA_GOLDEN``, a folder of fixtures made the same way); nothing here depends on
 the particular sizes, seeds or configurations of the shipped files.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from golden import RTOL, assert_close, assert_rel_close, golden_files, load_golden, shared_reference
+from golden import RTOL, assert_close, assert_rel_close, golden_files, load_golden, official_fixtures
 
 from flowsr.convert import load_official
 from flowsr.convert.hcflow import OFFICIAL_OPTIONS, hcflow_from_opt, hcflow_key_map, hcflow_spec_from_opt
@@ -30,7 +30,6 @@ SR_FILES = [p for p in NETWORK_FILES if "rescaling" not in p.name]
 RESCALING_FILES = [p for p in NETWORK_FILES if "rescaling" in p.name]
 
 
-@pytest.mark.skipif(not SR_FILES, reason="no HCFlow SR golden fixtures found (set FLOWSR_SHARED)")
 @pytest.mark.parametrize("path", SR_FILES, ids=lambda p: p.stem)
 def test_sr_golden(path: Path) -> None:
     g = load_golden(path)
@@ -58,7 +57,6 @@ def test_sr_golden(path: Path) -> None:
         assert_close(model.decode(g["lr_raw"], g["eps_fwd"]), g["roundtrip_hr"], "roundtrip_hr")
 
 
-@pytest.mark.skipif(not RESCALING_FILES, reason="no HCFlow rescaling golden fixtures found (set FLOWSR_SHARED)")
 @pytest.mark.parametrize("path", RESCALING_FILES, ids=lambda p: p.stem)
 def test_rescaling_golden(path: Path) -> None:
     g = load_golden(path)
@@ -99,9 +97,7 @@ def test_official_configs_keys_and_parameter_counts(name: str) -> None:
     assert hcflow_spec_from_opt(opt) == PRESETS[name](), "preset differs from the official options"
     model = hcflow_from_opt(opt)
     assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
-    path = shared_reference() / KEY_FILES[name]
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
+    path = official_fixtures() / KEY_FILES[name]
     keys = json.loads(path.read_text())
     mapping = hcflow_key_map(opt, [k for k, _ in keys])
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}

@@ -1,7 +1,7 @@
 """IRN-like rescaling: golden fixtures of the official IRN, official key sets and parameter counts,
 properties of the model on tiny configurations, and clear errors on bad input.
 
-Every ``irn*_golden.pt`` file in the shared reference folder is checked (more can be added with
+Every ``irn*_golden.pt`` file in ``tests/fixtures/official`` is checked (more can be added with
 ``FLOWSR_EXTRA_GOLDEN``, a folder of fixtures made the same way); nothing here depends on the
 particular sizes, seeds or ``block_num`` of the shipped file.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from golden import RTOL, assert_close, assert_rel_close, golden_files, load_golden, shared_reference
+from golden import RTOL, assert_close, assert_rel_close, golden_files, load_golden, official_fixtures
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -45,7 +45,6 @@ def _train_weights(opt: dict, scale: int) -> dict[str, float]:
     }
 
 
-@pytest.mark.skipif(not GOLDEN_FILES, reason="no IRN golden fixtures found (set FLOWSR_SHARED)")
 @pytest.mark.parametrize("path", GOLDEN_FILES, ids=lambda p: p.stem)
 def test_irn_golden(path: Path) -> None:
     g = load_golden(path)
@@ -134,9 +133,7 @@ def test_official_configs_keys_and_parameter_counts(name: str) -> None:
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == OFFICIAL_PARAMS[name] - 48 * sum(
         4**l for l in range(int(math.log2(scale)))
     ), "only the Haar weights are fixed"
-    path = shared_reference() / f"official_keys_irn_x{scale}.json"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
+    path = official_fixtures() / f"official_keys_irn_x{scale}.json"
     keys = json.loads(path.read_text())
     assert len(keys) == OFFICIAL_KEYS[name]
     mapping = irn_key_map(opt, [k for k, _ in keys])

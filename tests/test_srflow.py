@@ -1,7 +1,7 @@
 """SRFlow: golden fixtures of the official network, official key lists and parameter counts,
 property tests of tiny configurations, clear errors.
 
-Every ``srflow*_golden.pt`` file in the shared reference folder is checked (more can be added
+Every ``srflow*_golden.pt`` file in ``tests/fixtures/official`` is checked (more can be added
 with ``FLOWSR_EXTRA_GOLDEN``, a folder of fixtures made the same way); nothing here depends on
 the particular sizes, seeds or reduced configuration of the shipped file. The official latent
 lists are in forward order (HR-side split first, final ``z`` last); flowsr's are deepest first,
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from golden import assert_close, assert_rel_close, golden_files, shared_reference
+from golden import assert_close, assert_rel_close, golden_files, official_fixtures
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -47,7 +47,6 @@ def _split_logp(zs: list[torch.Tensor]) -> torch.Tensor:
 # -- golden fixtures --------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not GOLDEN_FILES, reason="no SRFlow golden fixtures found (set FLOWSR_SHARED)")
 @pytest.mark.parametrize("path", GOLDEN_FILES, ids=lambda p: p.stem)
 def test_srflow_golden(path: Path) -> None:
     g = torch.load(path, map_location="cpu", weights_only=True)
@@ -110,9 +109,7 @@ KEY_FILES = {
 
 
 def _official_keys(name: str) -> list[tuple[str, tuple[int, ...]]]:
-    path = shared_reference() / KEY_FILES[name]
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
+    path = official_fixtures() / KEY_FILES[name]
     return [(k, tuple(s)) for k, s in json.loads(path.read_text())]
 
 
