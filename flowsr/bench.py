@@ -135,8 +135,9 @@ class Preset:
     hr_size: int = 160
     heat: float = 0.9
     image: str = "general_x4"  # bundled sample set of the input crop
-    tiled_lr: int = 512  # LR size of the tiled measurement
+    tiled_lr: int = 0  # LR size of the tiled measurement (0: none)
     tile: int = 128  # LR tile size of the tiled measurement
+    shares_lr_features: bool = False  # whether to also time diverse samples without sharing LR-only work
     tiny: bool = False
     #: output std of the zero-initialised layers after :func:`make_nontrivial` (SRFlow's reverse
     #: pass overflows on random latents above ~0.02: its sigmoid couplings divide)
@@ -144,7 +145,9 @@ class Preset:
 
     @property
     def sr(self) -> bool:
-        return self.family in ("hcflow_sr", "srflow")
+        from flowsr.models import get_family
+
+        return get_family(self.family).task == "sr"
 
 
 def _tiny_hcflow_sr():
@@ -211,9 +214,18 @@ def _irn(tiny: bool = False):
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
-        Preset("hcflow_sr_x4", "HCFlow SR x4", "hcflow_sr", lambda: _hcflow_sr(4), 4, heat=0.9),
-        Preset("hcflow_sr_x8", "HCFlow SR x8 face", "hcflow_sr", lambda: _hcflow_sr(8), 8, heat=0.8, image="face_x8"),
-        Preset("hcflow_rescaling_x4", "HCFlow rescaling x4", "hcflow_rescaling", _hcflow_rescaling, 4, heat=1.0),
+        Preset(
+            "hcflow_sr_x4", "HCFlow SR x4", "hcflow_sr", lambda: _hcflow_sr(4), 4, heat=0.9, tiled_lr=512,
+            shares_lr_features=True,
+        ),
+        Preset(
+            "hcflow_sr_x8", "HCFlow SR x8 face", "hcflow_sr", lambda: _hcflow_sr(8), 8, heat=0.8, image="face_x8",
+            tiled_lr=512, shares_lr_features=True,
+        ),
+        Preset(
+            "hcflow_rescaling_x4", "HCFlow rescaling x4", "hcflow_rescaling", _hcflow_rescaling, 4, heat=1.0,
+            shares_lr_features=True,
+        ),
         Preset("srflow_x4", "SRFlow x4 (DF2K)", "srflow", _srflow, 4, heat=0.9, output_std=0.01),
         Preset("irn_x4", "IRN x4", "irn", _irn, 4, heat=1.0),
         # Tiny versions of every family (tests, smoke runs): same code paths, seconds to run.
@@ -228,6 +240,7 @@ PRESETS: dict[str, Preset] = {
             tiled_lr=16,
             tile=8,
             tiny=True,
+            shares_lr_features=True,
         ),
         Preset(
             "tiny_hcflow_rescaling",
@@ -238,6 +251,7 @@ PRESETS: dict[str, Preset] = {
             16,
             1.0,
             tiny=True,
+            shares_lr_features=True,
         ),
         Preset(
             "tiny_srflow", "tiny SRFlow x4", "srflow", lambda: _srflow(True), 4, 16, 0.9, tiny=True, output_std=0.01
@@ -250,25 +264,13 @@ FULL_PRESETS = ("hcflow_sr_x4", "hcflow_sr_x8", "hcflow_rescaling_x4", "srflow_x
 
 def available_presets(names: Sequence[str] | None = None) -> dict[str, str | None]:
     """``{name: None if it can be built, else why not}`` (SRFlow / IRN may not exist yet)."""
-    import importlib
 
-    modules = {"hcflow_sr": "flowsr.models.hcflow", "hcflow_rescaling": "flowsr.models.hcflow"}
-    modules.update(srflow="flowsr.models.srflow", irn="flowsr.models.irn")
-    needed = {
-        "hcflow_sr": "HCFlowSR",
-        "hcflow_rescaling": "HCFlowRescaling",
-        "srflow": "srflow_spec",
-        "irn": "irn_spec",
-    }
+    from flowsr.models import FAMILIES
+
     out: dict[str, str | None] = {}
     for name in names or list(PRESETS):
-        family = PRESETS[name].family
-        try:
-            module = importlib.import_module(modules[family])
-            getattr(module, needed[family])
-            out[name] = None
-        except (ImportError, AttributeError) as err:
-            out[name] = f"{modules[family]}.{needed[family]} not available ({err})"
+        registered = FAMILIES.get(PRESETS[name].family)
+        out[name] = None if registered else f"model family {PRESETS[name].family!r} is not registered"
     return out
 
 
@@ -341,13 +343,7 @@ def make_nontrivial(model, seed: int = 0, inputs: tuple | None = None, output_st
 
 
 def _encode_for_calibration(model, hr, lr) -> None:
-    from flowsr.layers.base import finite_checks
-
-    with finite_checks(False):
-        if model.family == "srflow":
-            model.encode(hr, lr)
-        else:
-            model.encode(hr)
+    model.encode(hr, lr)
 
 
 def _crop_inputs(preset: Preset, batch: int = 1):
@@ -398,26 +394,12 @@ def _generator(device, seed: int):
 def _diverse(model, lr, heat: float, n: int, g, share: bool = True):
     """``n`` samples of ``lr`` in one batched call, ``(n * B, C, H, W)``.
 
-    ``share=False`` decodes ``lr.repeat(n)`` (every LR-only feature recomputed per sample: the
+    ``share=False`` samples ``lr.repeat(n)`` (every LR-only feature recomputed per sample: the
     baseline of the shared-feature optimisation in :meth:`HierarchicalFlow.decode`)."""
-    family = model.family
-    if family in ("hcflow_sr", "hcflow_rescaling"):
-        from flowsr.layers.base import finite_checks
-
-        if share and family == "hcflow_sr":
-            out = model.sample(lr, heat, n=n, generator=g)
-            return out.reshape(-1, *out.shape[2:]) if n > 1 else out
-        batch = lr.repeat(n, 1, 1, 1)
-        zs = model.sample_latents(batch, heat, g)
-        with finite_checks(False):
-            x, _ = model.flow.decode(lr if share else batch, zs)
-        return x.clamp(0, 1)
-    if family == "srflow":
-        out = model.sample(lr, heat, n=n, generator=g)
-        return out.reshape(-1, *out.shape[2:]) if n > 1 else out
-    if family == "irn":
-        return model.upscale(lr.repeat(n, 1, 1, 1), temperature=heat, generator=g)
-    raise ValueError(f"unknown model family {family!r}")
+    if not share:
+        return model.sample(lr.repeat(n, 1, 1, 1), heat, generator=g)
+    out = model.sample(lr, heat, n=n, generator=g)
+    return out.reshape(-1, *out.shape[2:]) if n > 1 else out
 
 
 def _make_op(op: str, model, preset: Preset, cfg: dict, device, channels_last: bool = False):
@@ -426,7 +408,6 @@ def _make_op(op: str, model, preset: Preset, cfg: dict, device, channels_last: b
     import torch
 
     heat, seed, n = preset.heat, cfg["seed"], cfg["samples"]
-    family = model.family
     batch = cfg["batch"] if op == "train" else 1
     hr, lr = _crop_inputs(preset, batch)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -434,20 +415,10 @@ def _make_op(op: str, model, preset: Preset, cfg: dict, device, channels_last: b
     pixels = hr.shape[0] * hr.shape[2] * hr.shape[3]
 
     if op == "encode":
-        g = _generator("cpu", seed)
-        noise = torch.rand(hr.shape, generator=g).to(device)
-        if family == "hcflow_sr":
-            return (lambda: model.nll(hr, lr, noise=noise).nll), pixels, False
-        if family == "srflow":
-            return (lambda: model.nll(hr, lr).nll), pixels, False
-        return (lambda: model.encode(hr)[0]), pixels, False
+        return (lambda: model.encode(hr, lr)[2]), pixels, False
 
     if op == "decode":
-        if family in ("hcflow_sr", "srflow"):
-            return (lambda: model.sample(lr, heat, generator=_generator(device, seed))), pixels, False
-        if family == "hcflow_rescaling":
-            return (lambda: model.upscale(lr, heat, generator=_generator(device, seed))), pixels, False
-        return (lambda: model.upscale(lr, temperature=heat, generator=_generator(device, seed))), pixels, False
+        return (lambda: model.upscale(lr, heat, generator=_generator(device, seed))), pixels, False
 
     if op in ("samples", "samples_repeat"):
         share = op == "samples"
@@ -467,36 +438,14 @@ def _make_op(op: str, model, preset: Preset, cfg: dict, device, channels_last: b
         return tiled_fn, out_pixels, False
 
     if op == "train":
-        g = _generator("cpu", seed)
-        if family == "hcflow_sr":
-            noise = torch.rand(hr.shape, generator=g).to(device)
+        from flowsr.models.base import GeneratorNoise
 
-            def loss_fn():
-                return model.nll(hr, lr, noise=noise).nll.mean()
+        losses = {w: 1.0 for w in model.objective_weights}
 
-        elif family == "srflow":
+        def loss_fn():
+            noise = GeneratorNoise(hr.shape[0], _generator("cpu", seed), device=device)
+            return model.training_losses(hr, lr, noise, losses)["total"]
 
-            def loss_fn():
-                return model.nll(hr, lr).nll.mean()
-
-        elif family == "hcflow_rescaling":
-            from flowsr.train.losses import hcflow_rescaling_losses
-
-            eps = [z.to(device) for z in model.sample_latents(lr.cpu(), 1.0, g)]
-
-            def loss_fn():
-                return hcflow_rescaling_losses(model, hr, lr, eps)["total"]
-
-        elif family == "irn":
-            from flowsr.models.irn import irn_losses
-
-            z = model.sample_latent(lr.cpu(), 1.0, g).to(device)
-
-            def loss_fn():
-                return irn_losses(model, hr, lr, z=z).total
-
-        else:  # pragma: no cover
-            raise ValueError(f"unknown model family {family!r}")
         return loss_fn, pixels, True
     raise ValueError(f"unknown op {op!r}; expected one of {OPS}")
 
@@ -869,14 +818,13 @@ def plan(args) -> list[dict]:
         if avail[name] is not None:
             jobs.append({**base, "preset": name, "op": "-", "skip": avail[name]})
             continue
-        family = PRESETS[name].family
         for op in ops:
-            if op == "tiled" and family != "hcflow_sr":
+            if op == "tiled" and not PRESETS[name].tiled_lr:
                 continue
             jobs.append({**base, "preset": name, "op": op, **(tiled if op == "tiled" else {})})
         if not args.all:
             continue
-        if family.startswith("hcflow") and "samples" in ops and "samples_repeat" not in ops:
+        if PRESETS[name].shares_lr_features and "samples" in ops and "samples_repeat" not in ops:
             jobs.append({**base, "preset": name, "op": "samples_repeat"})
         if name != "hcflow_sr_x4":
             continue

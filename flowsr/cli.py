@@ -200,13 +200,13 @@ def _size(t) -> str:
 def cmd_sr(args) -> int:
     import torch
 
-    from flowsr.inference import model_task, super_resolve
+    from flowsr.inference import super_resolve
 
     _check_options(args)
     files = _collect_images(args.images)
     device = _device(args.device)
     model = load_checkpoint(args.checkpoint, device)
-    if model_task(model) != "sr":
+    if model.task != "sr":
         raise CLIError(
             f"{args.checkpoint} is a rescaling model ({model.family}): use 'flowsr rescale HR_IMAGES' "
             "(it upscales the LR images it makes itself)"
@@ -247,7 +247,7 @@ def cmd_rescale(args) -> int:
     import torch
 
     from flowsr.evaluate import bicubic_down, bicubic_up, format_value, image_quality
-    from flowsr.inference import downscale, model_task, upscale
+    from flowsr.inference import downscale, upscale
     from flowsr.metrics import psnr
 
     args.temperature = [args.temperature]
@@ -255,7 +255,7 @@ def cmd_rescale(args) -> int:
     files = _collect_images(args.images)
     device = _device(args.device)
     model = load_checkpoint(args.checkpoint, device)
-    if model_task(model) != "rescaling":
+    if model.task != "rescaling":
         raise CLIError(f"{args.checkpoint} is an SR model ({model.family}), not a rescaling model: use 'flowsr sr'")
     scale = int(model.scale)
     t = args.temperature[0]
@@ -301,18 +301,10 @@ def cmd_rescale(args) -> int:
 
 
 def official_presets() -> dict[str, dict]:
-    """``{"family:name": official options}`` for every preset of the converters (HCFlow, SRFlow, IRN)."""
-    import importlib
+    """``{"converter:name": official options}`` for every preset of the registered converters."""
+    from flowsr.convert import official_presets as presets
 
-    out = {}
-    for family in ("hcflow", "srflow", "irn"):
-        try:
-            module = importlib.import_module(f"flowsr.convert.{family}")
-        except ImportError:
-            continue
-        for name, opt in getattr(module, "OFFICIAL_OPTIONS", {}).items():
-            out[f"{family}:{name}"] = opt
-    return out
+    return presets()
 
 
 def _official_options(config: str) -> tuple[dict, str]:
@@ -382,15 +374,14 @@ def cmd_info(args) -> int:
     config = json.loads(meta["config"])
     spec = config.pop("spec", None)
     n_params = sum(p.numel() for p in model.parameters())
-    extra = {k: v for k, v in meta.items() if k not in ("format", "family", "config")}
+    extra = {k: v for k, v in meta.items() if k not in ("format", "family", "task", "scale", "config")}
     task = {"sr": "super-resolution", "rescaling": "rescaling"}
-    from flowsr.inference import model_task
 
     if args.json:
         info = {
             "path": str(args.checkpoint),
             "family": model.family,
-            "task": model_task(model),
+            "task": model.task,
             "scale": int(model.scale),
             "parameters": n_params,
             "options": config,
@@ -401,7 +392,7 @@ def cmd_info(args) -> int:
         return 0
     size = Path(args.checkpoint).stat().st_size
     print(f"checkpoint: {args.checkpoint} ({size / 2**20:.1f} MiB, {meta['format']})")
-    print(f"family:     {model.family} ({task[model_task(model)]})")
+    print(f"family:     {model.family} ({task[model.task]})")
     print(f"scale:      x{model.scale}")
     print(f"parameters: {n_params:,}")
     for k, v in config.items():
@@ -508,7 +499,6 @@ def _lpips_model(args, device):
 
 def cmd_test(args) -> int:
     from flowsr.evaluate import evaluate_rescaling, evaluate_sr, markdown_table, summarize, write_csv
-    from flowsr.inference import model_task
 
     _check_options(args)
     target = Path(args.target)
@@ -527,7 +517,7 @@ def cmd_test(args) -> int:
     device = _device(args.device)
     model = load_checkpoint(ckpt, device)
     scale = int(model.scale)
-    task = model_task(model)
+    task = model.task
     if args.data:
         pairs = _pairs_from_dir(args.data, scale)
     elif cfg is not None:

@@ -27,9 +27,8 @@ from torch import nn
 
 from flowsr.data import SAMPLE_KINDS, read_image, sample_images
 from flowsr.evaluate import Pair, evaluate_rescaling, evaluate_sr, markdown_table, summarize, write_csv
-from flowsr.inference import model_task
 from flowsr.models import CouplingSpec, FeatureSpec, HCFlowRescaling, HCFlowSR, HierarchySpec, LatentSpec
-from flowsr.models.checkpoint import load, read_metadata
+from flowsr.models.checkpoint import load, model_info, read_metadata
 
 __all__ = [
     "bundled_models_dir",
@@ -57,33 +56,12 @@ def find_models(models_dir: Path | None = None) -> dict[str, Path]:
     if models_dir.is_dir():
         for path in sorted(models_dir.glob("*.safetensors")):
             try:
-                meta = read_metadata(path)
+                info = model_info(path)
             except Exception:  # not a flowsr checkpoint: ignore
                 continue
-            family = meta.get("family", "")
-            task = (
-                "rescaling"
-                if family in ("hcflow_rescaling", "irn")
-                else "sr"
-                if family in ("hcflow_sr", "srflow")
-                else None
-            )
-            if task is None:
-                continue
-            scale = int(_config_scale(meta) or 0)
+            task, scale = info["task"], info["scale"]
             found[task].append((0 if (task == "sr" or scale == 4) else 1, path))
     return {task: sorted(items, key=lambda t: t[0])[0][1] for task, items in found.items() if items}
-
-
-def _config_scale(meta: dict) -> int | None:
-    try:
-        spec = json.loads(meta["config"])["spec"]
-        levels = spec.get("levels") or spec.get("flow", {}).get("levels")
-        if "encoder" in spec:  # SRFlow: L = log2(scale) + 1
-            return 2 ** (int(levels) - 1)
-        return 2 ** int(levels)
-    except Exception:
-        return None
 
 
 def tiny_rescaling_model(scale: int = 4, seed: int = 0) -> HCFlowRescaling:
@@ -135,11 +113,10 @@ def retrain_models(
     else :data:`DEFAULT_RECIPES`) into ``runs/<recipe>``; returns the last checkpoint of each by
     task (as shipped: never one picked on the validation image, which the demo evaluates on).
     ``iterations`` overrides ``train.iterations`` (quick checks)."""
-    from flowsr.cli import CLIError, train_api
-
-    trainer_cls = train_api()
-    if trainer_cls is None:
-        raise CLIError("--retrain needs flowsr.train, which this installation does not have")
+    try:
+        from flowsr.train import Trainer
+    except ImportError:
+        raise ValueError("--retrain needs flowsr.train, which this installation does not have") from None
     overrides = None if iterations is None else [f"train.iterations={int(iterations)}"]
     out = {}
     for task, default in DEFAULT_RECIPES.items():
@@ -148,13 +125,13 @@ def retrain_models(
             name = read_metadata(found[task]).get("recipe", default)
         recipe = recipes_dir() / f"{name}.yaml"
         if not recipe.is_file():
-            raise CLIError(f"--retrain: recipe {recipe} not found (run the demo from a flowsr checkout)")
+            raise ValueError(f"--retrain: recipe {recipe} not found (run the demo from a flowsr checkout)")
         log(f"retraining the {task} model with {recipe} into {runs / name} ...")
-        trainer = trainer_cls(recipe, run_dir=runs / name, overrides=overrides)
+        trainer = Trainer(recipe, run_dir=runs / name, overrides=overrides)
         trainer.run()
         latest = trainer.run_dir / "checkpoints" / "latest.json"
         if not latest.is_file():
-            raise CLIError(f"--retrain: training {recipe.name} left no checkpoint in {latest.parent}")
+            raise ValueError(f"--retrain: training {recipe.name} left no checkpoint in {latest.parent}")
         out[task] = latest.parent / json.loads(latest.read_text())["weights"]
     return out
 
@@ -266,7 +243,7 @@ def run(
 
     # -- SR -----------------------------------------------------------------------------------
     sr_model, meta, trained = pick("sr", "SR", functools.partial(tiny_sr_model, 8, seed), "tiny HCFlow SR x8")
-    assert model_task(sr_model) == "sr"
+    assert sr_model.task == "sr"
     pairs, what = sr_pairs(int(sr_model.scale))
     pairs = pairs[:max_images]
     temps = _temperature(meta, [0.0, 0.8])

@@ -26,8 +26,9 @@ import torch
 from torch import Tensor, nn
 
 from flowsr.data import from_uint8, imresize, to_uint8
-from flowsr.inference import downscale, lr_multiple, model_task, super_resolve
+from flowsr.inference import downscale, super_resolve
 from flowsr.metrics import diversity, lr_consistency_psnr, psnr, ssim
+from flowsr.models.base import GeneratorNoise
 from flowsr.visualize import save_grid
 
 __all__ = [
@@ -173,14 +174,11 @@ def evaluate_sr(
             }
         )
         nll_value = math.nan
-        if nll and lr.shape[-1] % lr_multiple(model) == 0 and lr.shape[-2] % lr_multiple(model) == 0:
-            hr_d, lr_d = hr[None].to(device), lr[None].to(device)
-            if getattr(model, "family", "") == "srflow":  # the official SRFlow NLL: no dequantisation
-                out = model.nll(hr_d, lr_d)
-            else:  # HCFlow: U[0, 1) / quant dequantisation noise, seeded
-                noise = torch.rand(hr[None].shape, generator=torch.Generator().manual_seed(seed))
-                out = model.nll(hr_d, lr_d, noise=noise.to(device))
-            nll_value = float(out.nll[0])
+        if nll and lr.shape[-1] % model.lr_multiple == 0 and lr.shape[-2] % model.lr_multiple == 0:
+            # the NLL the family trains with (its own dequantisation, if any), noise seeded
+            noise = GeneratorNoise(1, torch.Generator().manual_seed(seed), device=device)
+            terms = model.training_losses(hr[None].to(device), lr[None].to(device), noise, {"nll": 1.0})
+            nll_value = float(terms["nll"])
         firsts, strip = [], []
         lr_dev = lr[None].to(device)
         for t in temperatures:
@@ -239,8 +237,8 @@ def evaluate_rescaling(
     any size works; the bicubic baseline uses the same HR image. With ``grid_dir`` writes
     ``<name>.png``: bicubic LR | model LR | bicubic up | reconstruction at each temperature | HR.
     """
-    if model_task(model) != "rescaling":
-        raise ValueError(f"{type(model).__name__} ({model.family}) is not a rescaling model")
+    if model.task != "rescaling":
+        raise ValueError(f"{type(model).__name__} is an SR model, not a rescaling model")
     scale = int(model.scale)
     rows: list[dict] = []
     for pair in pairs:

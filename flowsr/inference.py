@@ -29,17 +29,14 @@ from collections.abc import Callable, Sequence
 from fractions import Fraction
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 
 from flowsr.layers.quantization import quantize
+from flowsr.models.base import FlowSRModel, check_generator, check_temperature
 
 __all__ = [
-    "SR_FAMILIES",
-    "RESCALING_FAMILIES",
     "DEFAULT_OVERLAP",
-    "model_task",
-    "lr_multiple",
     "hr_multiple",
     "pad_to_multiple",
     "crop_to",
@@ -53,10 +50,6 @@ __all__ = [
     "upscale",
 ]
 
-#: Model families that sample HR images for a given LR image.
-SR_FAMILIES = ("hcflow_sr", "srflow")
-#: Model families that downscale an HR image and upscale their own LR image back.
-RESCALING_FAMILIES = ("hcflow_rescaling", "irn")
 #: Default tile overlap in *input* pixels of the tiled function (LR pixels for SR / upscaling).
 DEFAULT_OVERLAP = 16
 
@@ -66,62 +59,15 @@ Box = tuple[int, int, int, int]  # (top, bottom, left, right), half-open
 # -- model adapters ---------------------------------------------------------------------------------
 
 
-def model_task(model: nn.Module) -> str:
-    """``"sr"`` or ``"rescaling"`` from the model's ``family`` (ValueError for anything else)."""
-    family = getattr(model, "family", None)
-    if family in SR_FAMILIES:
-        return "sr"
-    if family in RESCALING_FAMILIES:
-        return "rescaling"
-    raise ValueError(
-        f"unsupported model family {family!r}; expected one of {', '.join(SR_FAMILIES + RESCALING_FAMILIES)}"
-    )
-
-
-def _latent_shapes(model: nn.Module, lr_size: Sequence[int], batch: int) -> list[tuple[int, ...]]:
-    if hasattr(model, "latent_shapes"):
-        return [tuple(s) for s in model.latent_shapes(lr_size, batch)]
-    if hasattr(model, "latent_shape"):  # IRN: one latent
-        return [tuple(model.latent_shape(lr_size, batch))]
-    raise ValueError(f"{type(model).__name__} has no latent_shapes(); cannot sample it")
-
-
-def _latent_ratios(model: nn.Module) -> list[tuple[Fraction, Fraction]]:
+def _latent_ratios(model: FlowSRModel) -> list[tuple[Fraction, Fraction]]:
     """Spatial size of each latent divided by the LR size (e.g. 2 for HCFlow x4's level 0, 1/2 for SRFlow's z)."""
-    ref = 64
-    return [(Fraction(s[-2], ref), Fraction(s[-1], ref)) for s in _latent_shapes(model, (ref, ref), 1)]
+    ref = 64 * model.lr_multiple
+    return [(Fraction(s[-2], ref), Fraction(s[-1], ref)) for s in model.latent_shapes((ref, ref), 1)]
 
 
-def lr_multiple(model: nn.Module) -> int:
-    """LR sizes must be a multiple of this (1 for HCFlow and IRN, 2 for SRFlow, whose deepest level works at LR/2)."""
-    m = 1
-    for rh, rw in _latent_ratios(model):
-        m = math.lcm(m, rh.denominator, rw.denominator)
-    return m
-
-
-def hr_multiple(model: nn.Module) -> int:
-    """HR sizes must be a multiple of this: ``model.scale * lr_multiple(model)``."""
-    return int(model.scale) * lr_multiple(model)
-
-
-def _channels(model: nn.Module) -> int:
-    spec = model.spec
-    return int(getattr(spec, "in_channels", None) or spec.flow.in_channels)
-
-
-def _check_image(model: nn.Module, x: Tensor, what: str) -> None:
-    name = type(model).__name__
-    if not isinstance(x, Tensor) or x.dim() != 4:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{name}: {what} must be a (B, C, H, W) tensor, got {shape}")
-    channels = _channels(model)
-    if x.shape[1] != channels:
-        raise ValueError(f"{name}: {what} must have {channels} channels, got {x.shape[1]} (shape {tuple(x.shape)})")
-    if not x.is_floating_point():
-        raise ValueError(f"{name}: {what} must be a floating-point tensor with values in [0, 1], got {x.dtype}")
-    if x.shape[2] < 1 or x.shape[3] < 1:
-        raise ValueError(f"{name}: {what} is empty (shape {tuple(x.shape)})")
+def hr_multiple(model: FlowSRModel) -> int:
+    """HR sizes must be a multiple of this: ``model.scale * model.lr_multiple``."""
+    return int(model.scale) * model.lr_multiple
 
 
 # -- padding ----------------------------------------------------------------------------------------
@@ -302,6 +248,13 @@ def tiled(
     if h % align or w % align:
         raise ValueError(f"tiled: image size {(h, w)} must be a multiple of {align}; pad it first")
     call = (lambda t, b: fn(t, b)) if with_box else (lambda t, b: fn(t))
+    for name, value in (("tile", tile), ("overlap", overlap)):
+        if value is None:
+            continue
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        low = 1 if name == "tile" else 0
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in values):
+            raise ValueError(f"tiled: {name} must be {'a positive' if low else 'a non-negative'} int, got {value!r}")
     if tile is None:
         return call(x, (0, h, 0, w))
     th, tw = _pair(tile, "tile")
@@ -347,7 +300,7 @@ def tiled(
 
 
 def draw_latents(
-    model: nn.Module,
+    model: FlowSRModel,
     lr_size: Sequence[int],
     temperature: float,
     generator: torch.Generator | None = None,
@@ -361,33 +314,35 @@ def draw_latents(
     Drawn in the same order, from the same generator, as ``model.sample`` / ``model.upscale`` draw
     them (on the generator's device, then moved to ``device``): the same seed gives the same image.
     """
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    temperature = check_temperature(temperature, "draw_latents")
+    check_generator(generator, "draw_latents")
+    size = tuple(lr_size[-2:])
+    if len(size) != 2 or any(not isinstance(v, int) or v < 1 for v in size) or batch < 1:
+        raise ValueError(f"draw_latents: need an LR size of two positive ints and batch >= 1, got {lr_size}, {batch}")
     gen_device = generator.device if generator is not None else device
     zs = [
         torch.randn(shape, generator=generator, device=gen_device, dtype=dtype) * temperature
-        for shape in _latent_shapes(model, lr_size, batch)
+        for shape in model.latent_shapes(size, batch)
     ]
     return [z.to(device) for z in zs] if device is not None else zs
 
 
-def _decode_tiles(model: nn.Module, lr: Tensor, zs: list[Tensor], tile, overlap) -> Tensor:
+def _decode_tiles(model: FlowSRModel, lr: Tensor, zs: list[Tensor], tile, overlap) -> Tensor:
     ratios = _latent_ratios(model)
-    align = lr_multiple(model)
 
     def fn(lr_tile: Tensor, box: Box) -> Tensor:
         r0, r1, c0, c1 = box
         crops = [z[:, :, int(r0 * rh) : int(r1 * rh), int(c0 * rw) : int(c1 * rw)] for z, (rh, rw) in zip(zs, ratios)]
         return model.decode(lr_tile, crops).clamp(0, 1)
 
-    return tiled(fn, lr, tile, overlap, model.scale, align=align, with_box=True)
+    return tiled(fn, lr, tile, overlap, model.scale, align=model.lr_multiple, with_box=True)
 
 
 @torch.no_grad()
 def super_resolve(
-    model: nn.Module,
+    model: FlowSRModel,
     lr: Tensor,
-    temperature: float = 0.8,
+    temperature: float | None = None,
     generator: torch.Generator | None = None,
     *,
     tile: int | None = None,
@@ -396,24 +351,28 @@ def super_resolve(
 ) -> Tensor:
     """One HR sample ``(B, C, sH, sW)`` in [0, 1] for ``lr`` ``(B, C, H, W)`` of any size.
 
-    The LR image is padded to the model's multiple (:func:`lr_multiple`) and the output cropped
-    back. ``tile`` (LR pixels) decodes in overlapping tiles (see the module docstring); ``None``
-    decodes the whole image, identical to ``model.sample(lr, temperature, generator=generator)``.
-    Works for SR models and for rescaling models (upscaling an LR they did not make).
+    The LR image is padded to the model's ``lr_multiple`` and the output cropped back. ``tile``
+    (LR pixels) decodes in overlapping tiles (see the module docstring); ``None`` decodes the
+    whole image, identical to ``model.sample(lr, temperature, generator=generator)``. Works for SR
+    models and for rescaling models (upscaling an LR they did not make). ``temperature``
+    defaults to the model's. Raises :class:`~flowsr.models.NonFiniteOutputError` when the model
+    overflows.
     """
-    _check_image(model, lr, "LR image")
+    model.check_image(lr, "LR image")
+    t = model.default_temperature if temperature is None else temperature
     size = lr.shape[2:]
-    x, _ = pad_to_multiple(lr, lr_multiple(model), pad_mode)
-    zs = draw_latents(model, x.shape[2:], temperature, generator, batch=x.shape[0], device=x.device, dtype=x.dtype)
+    x, _ = pad_to_multiple(lr, model.lr_multiple, pad_mode)
+    zs = draw_latents(model, x.shape[2:], t, generator, batch=x.shape[0], device=x.device, dtype=x.dtype)
     out = _decode_tiles(model, x, zs, tile, overlap)
+    model.check_output(out, t)
     return crop_to(out, (size[0] * model.scale, size[1] * model.scale))
 
 
 @torch.no_grad()
 def upscale(
-    model: nn.Module,
+    model: FlowSRModel,
     lr: Tensor,
-    temperature: float = 1.0,
+    temperature: float | None = None,
     generator: torch.Generator | None = None,
     *,
     tile: int | None = None,
@@ -426,7 +385,7 @@ def upscale(
 
 @torch.no_grad()
 def downscale(
-    model: nn.Module,
+    model: FlowSRModel,
     hr: Tensor,
     *,
     tile: int | None = None,
@@ -440,9 +399,9 @@ def downscale(
     The HR image is padded to a multiple of the scale (so the LR is ``ceil(H / s)`` high; upscaling
     it gives the padded size: crop to ``(H, W)``). ``tile`` and ``overlap`` are in HR pixels.
     """
-    if model_task(model) != "rescaling":
-        raise ValueError(f"{type(model).__name__} ({model.family}) is not a rescaling model; it cannot downscale")
-    _check_image(model, hr, "HR image")
+    if model.task != "rescaling":
+        raise ValueError(f"{type(model).__name__} is an SR model, not a rescaling model; it cannot downscale")
+    model.check_image(hr, "HR image")
     mult = hr_multiple(model)
     x, _ = pad_to_multiple(hr, mult, pad_mode)
     y = tiled(lambda t: model.downscale(t, quantize_8bit=False), x, tile, overlap, Fraction(1, model.scale), align=mult)

@@ -27,7 +27,6 @@ sys.path.insert(0, str(ROOT))
 from flowsr.bench import machine_info  # noqa: E402
 from flowsr.demo import bundled_models_dir, rescaling_pairs, sr_pairs  # noqa: E402
 from flowsr.evaluate import evaluate_rescaling, evaluate_sr, markdown_table, summarize  # noqa: E402
-from flowsr.inference import model_task  # noqa: E402
 from flowsr.models.checkpoint import load, read_metadata, save  # noqa: E402
 
 
@@ -59,7 +58,7 @@ def main() -> int:
     weights = run / "checkpoints" / latest["weights"]
     meta = read_metadata(weights)
     model = load(weights).eval()
-    task = model_task(model)
+    task = model.task
     temps = args.temperatures or ("1" if task == "rescaling" else "0 0.8")
     recipe = cfg.get("name") or meta.get("recipe")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowsr.layers.base import FlowModule, finite_checks, format_shape
+from flowsr.layers.base import FlowModule, format_shape, set_finite_checks
 from flowsr.layers.quantization import _StraightThroughQuantize, quantize
 
 
@@ -41,11 +41,15 @@ def test_base_validation_messages() -> None:
         layer([torch.zeros(1, 3, 4, 4)], c=[torch.zeros(1, 2, 2, 2)])
     with pytest.raises(ValueError, match="NaN or Inf"):
         layer([torch.full((1, 3, 4, 4), float("nan"))], c=c)
-    with finite_checks(False):  # models validate once at their entry and switch the check off inside
-        (y,), _ = layer([torch.full((1, 3, 4, 4), float("nan"))], c=c)
+    set_finite_checks(layer, False)  # a composite that validates once at its entry turns its layers' off
+    (y,), _ = layer([torch.full((1, 3, 4, 4), float("nan"))], c=c)
     assert torch.isnan(y).all()
-    with pytest.raises(ValueError, match="NaN or Inf"):  # and it is back on afterwards
+    set_finite_checks(layer, True)
+    with pytest.raises(ValueError, match="NaN or Inf"):
         layer([torch.full((1, 3, 4, 4), float("inf"))], c=c)
+    outer = torch.nn.Sequential(layer)
+    set_finite_checks(outer, False)
+    assert not layer.check_finite_inputs
     assert format_shape((3, 4, 4)) == "(B, 3, H, W)" and format_shape((3, 4, 4), spatial=True) == "(B, 3, 4, 4)"
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from flowsr.convert import load_official
-from flowsr.convert.hcflow import OFFICIAL_OPTIONS, hcflow_key_map
+from flowsr.convert.hcflow import OFFICIAL_OPTIONS, HCFlowConverter
 from flowsr.models.checkpoint import load, save
 
 
@@ -26,8 +26,9 @@ def test_loads_from_a_pth_file_with_module_prefix(tmp_path, official) -> None:
     torch.save({f"module.{k}": v for k, v in state.items()}, path)
     model = load_official(path, opt)
     assert not model.training
+    mapping = HCFlowConverter.key_map(model, list(state))
     for key, value in state.items():
-        mapped = hcflow_key_map(opt, [key])[key]
+        mapped = mapping[key]
         torch.testing.assert_close(model.state_dict()[mapped], value, rtol=0, atol=0)
 
 

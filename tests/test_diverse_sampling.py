@@ -70,7 +70,7 @@ def test_batched_diverse_sampling_equals_per_sample_decoding(name: str, batch: i
             shared, logdet = model.flow.decode(lr, zs)
             repeated, logdet_repeated = model.flow.decode(lr.repeat(n, 1, 1, 1), zs)
             single, per_logdet = _per_sample(model, lr, zs, n)
-            sampled = model._generate(lr, 0.8, n, torch.Generator().manual_seed(3))
+            sampled = model.sample(lr, 0.8, n, torch.Generator().manual_seed(3))
     assert shared.shape == (n * batch, 3, 4 * model.scale, 6 * model.scale)
     assert torch.equal(shared, single)
     assert torch.equal(shared, repeated)

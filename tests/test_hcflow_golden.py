@@ -15,7 +15,7 @@ import torch
 from golden import RTOL, assert_close, assert_rel_close, golden_files, load_golden, official_fixtures
 
 from flowsr.convert import load_official
-from flowsr.convert.hcflow import OFFICIAL_OPTIONS, hcflow_from_opt, hcflow_key_map, hcflow_spec_from_opt
+from flowsr.convert.hcflow import OFFICIAL_OPTIONS, HCFlowConverter
 from flowsr.models.hcflow import (
     HCFlowRescaling,
     HCFlowSR,
@@ -94,12 +94,12 @@ PRESETS = {
 @pytest.mark.parametrize("name", sorted(OFFICIAL_OPTIONS))
 def test_official_configs_keys_and_parameter_counts(name: str) -> None:
     opt = OFFICIAL_OPTIONS[name]
-    assert hcflow_spec_from_opt(opt) == PRESETS[name](), "preset differs from the official options"
-    model = hcflow_from_opt(opt)
+    assert HCFlowConverter.spec_from_opt(opt) == PRESETS[name](), "preset differs from the official options"
+    model = HCFlowConverter.model_from_opt(opt)
     assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
     path = official_fixtures() / KEY_FILES[name]
     keys = json.loads(path.read_text())
-    mapping = hcflow_key_map(opt, [k for k, _ in keys])
+    mapping = HCFlowConverter.key_map(model, [k for k, _ in keys])
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert sorted(mapping.values()) == sorted(ours), "official and flowsr keys are not in one-to-one correspondence"
     for key, shape in keys:

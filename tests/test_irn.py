@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flowsr.convert import load_official
-from flowsr.convert.irn import OFFICIAL_OPTIONS, irn_from_opt, irn_key_map, irn_spec_from_opt
+from flowsr.convert.irn import OFFICIAL_OPTIONS, IRNConverter
 from flowsr.layers.quantization import quantize
 from flowsr.models.checkpoint import FAMILIES, load, save
 from flowsr.models.irn import IRN, irn_losses, irn_spec
@@ -77,7 +77,7 @@ def test_irn_golden(path: Path) -> None:
         c = model.spec.out_channels
         rev_y, rev_z = g["rev_in"][:, :c], g["rev_in"][:, c:]
         assert_close(model.decode(rev_y, [rev_z]), g["rev_out"], "rev_out", atol=1e-4, rtol=1e-5)
-        assert_close(model.upscale(rev_y, z=rev_z, clamp=False), g["rev_out"], "upscale(z=rev_z)", atol=1e-4, rtol=1e-5)
+        assert_close(model.upscale(rev_y, zs=[rev_z], clamp=False), g["rev_out"], "upscale(zs=[rev_z])", atol=1e-4, rtol=1e-5)
         (_,), rev_logdet = model.flow([rev_y, rev_z], rev=True)
         if "rev_jacobian_official" in g:
             official = g["rev_jacobian_official"]
@@ -104,7 +104,7 @@ def test_irn_golden(path: Path) -> None:
 
         # the three official training losses with the explicit Gaussian sample train_z
         weights = _train_weights(g["opt"], model.scale)
-        losses = irn_losses(model, hr, g["lr_ref"], g["train_z"], **weights)
+        losses = irn_losses(model, hr, g["lr_ref"], [g["train_z"]], **weights)
         assert_rel_close(losses.l_forw_fit, g["loss_forw_fit"], "loss_forw_fit")
         assert_rel_close(losses.l_forw_ce, g["loss_forw_ce"], "loss_forw_ce")
         if exact_quant:
@@ -127,8 +127,8 @@ OFFICIAL_KEYS = {"IRN_x2": 241, "IRN_x4": 482, "IRN_x8": 723}
 def test_official_configs_keys_and_parameter_counts(name: str) -> None:
     opt = OFFICIAL_OPTIONS[name]
     scale = opt["scale"]
-    assert irn_spec_from_opt(opt) == irn_spec(scale), "preset differs from the official options"
-    model = irn_from_opt(opt)
+    assert IRNConverter.spec_from_opt(opt) == irn_spec(scale), "preset differs from the official options"
+    model = IRNConverter.model_from_opt(opt)
     assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == OFFICIAL_PARAMS[name] - 48 * sum(
         4**l for l in range(int(math.log2(scale)))
@@ -136,7 +136,7 @@ def test_official_configs_keys_and_parameter_counts(name: str) -> None:
     path = official_fixtures() / f"official_keys_irn_x{scale}.json"
     keys = json.loads(path.read_text())
     assert len(keys) == OFFICIAL_KEYS[name]
-    mapping = irn_key_map(opt, [k for k, _ in keys])
+    mapping = IRNConverter.key_map(model, [k for k, _ in keys])
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert sorted(mapping.values()) == sorted(ours), "official and flowsr keys are not in one-to-one correspondence"
     for key, shape in keys:
@@ -159,8 +159,8 @@ def _small_official_state(scale: int = 4, blocks=(1, 1), gc: int = 2) -> tuple[d
             "gc": gc,
         },
     }
-    model = irn_from_opt(opt)
-    inverse = {v: k for k, v in irn_key_map(opt, _official_keys(opt)).items()}
+    model = IRNConverter.model_from_opt(opt)
+    inverse = {v: k for k, v in IRNConverter.key_map(model, _official_keys(opt)).items()}
     return opt, {inverse[k]: v.clone() for k, v in model.state_dict().items()}
 
 
@@ -192,11 +192,11 @@ def test_load_official_fails_clearly() -> None:
     with pytest.raises(ValueError, match=r"operations\.1\.H\.conv5\.weight.*shape"):
         load_official(bad, opt)
     with pytest.raises(ValueError, match="DBNet"):
-        irn_from_opt({**opt, "network_G": {**opt["network_G"], "which_model_G": {"subnet_type": "Resnet"}}})
+        IRNConverter.model_from_opt({**opt, "network_G": {**opt["network_G"], "which_model_G": {"subnet_type": "Resnet"}}})
     with pytest.raises(ValueError, match="block_num"):
-        irn_from_opt({**opt, "network_G": {**opt["network_G"], "block_num": [1, 1, 1]}})
+        IRNConverter.model_from_opt({**opt, "network_G": {**opt["network_G"], "block_num": [1, 1, 1]}})
     with pytest.raises(ValueError, match="differs"):
-        irn_from_opt({**opt, "scale": 2})
+        IRNConverter.model_from_opt({**opt, "scale": 2})
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,7 +228,7 @@ def test_irn_exact_inverse_and_logdet(
     assert_logdet_matches_autograd(model.flow, [hr[:1]])
     y, zs, logdet = model.encode(hr)
     assert y.shape == (batch, in_channels, hr.shape[2] // s, hr.shape[3] // s)
-    assert zs[0].shape == model.latent_shape(y.shape[2:], batch) == (batch, in_channels * (4**levels - 1), *y.shape[2:])
+    assert [zs[0].shape] == model.latent_shapes(y.shape[2:], batch) == [(batch, in_channels * (4**levels - 1), *y.shape[2:])]
     torch.testing.assert_close(model.decode(y, zs), hr, rtol=1e-10, atol=1e-10)
     # log-det = sum of coupling log-scales + the Haar terms (C H W / 4) ln(1/16) per level
     haar = sum(
@@ -278,13 +278,13 @@ def test_upscale_is_seeded_and_clamped() -> None:
     assert not torch.equal(a, c)
     assert a.shape == (2, 3, 16, 16) and a.min() >= 0 and a.max() <= 1
     # z ~ N(0, T^2 I): temperature scales the same draw; T = 0 is the zero latent
-    z = model.sample_latent(lr, 0.5, torch.Generator().manual_seed(3))
-    z1 = model.sample_latent(lr, 1.0, torch.Generator().manual_seed(3))
+    (z,) = model.sample_latents(lr, 0.5, torch.Generator().manual_seed(3))
+    (z1,) = model.sample_latents(lr, 1.0, torch.Generator().manual_seed(3))
     torch.testing.assert_close(z, 0.5 * z1)
     raw = model.upscale(lr, temperature=0.5, generator=torch.Generator().manual_seed(3), clamp=False)
     torch.testing.assert_close(raw, model.decode(lr, [z]))
-    torch.testing.assert_close(model.upscale(lr, temperature=0.0, clamp=False), model.decode(lr, torch.zeros_like(z)))
-    torch.testing.assert_close(model.upscale(lr, z=z), raw.clamp(0, 1))
+    torch.testing.assert_close(model.upscale(lr, temperature=0.0, clamp=False), model.decode(lr, [torch.zeros_like(z)]))
+    torch.testing.assert_close(model.upscale(lr, zs=[z]), raw.clamp(0, 1))
     # unquantised downscale: the raw LR clamped to [0, 1]
     hr = torch.rand(1, 3, 8, 8)
     torch.testing.assert_close(model.downscale(hr, quantize_8bit=False), model.encode(hr)[0].clamp(0, 1))
@@ -296,7 +296,7 @@ def test_losses_definitions_and_gradients() -> None:
     hr = torch.rand(3, 3, 16, 16)
     lr_ref = torch.nn.functional.avg_pool2d(hr, 4)
     z = torch.randn(3, 45, 4, 4)
-    out = irn_losses(model, hr, lr_ref, z, lambda_ce=0.5, lambda_rec=2.0)
+    out = irn_losses(model, hr, lr_ref, [z], lambda_ce=0.5, lambda_rec=2.0)
     y, (z_f,), _ = model.encode(hr)
     torch.testing.assert_close(out.l_forw_fit, 16 * ((y - lr_ref) ** 2).sum((1, 2, 3)).mean())  # default scale^2
     torch.testing.assert_close(out.l_forw_ce, 0.5 * (z_f**2).sum() / 3)
@@ -315,7 +315,7 @@ def test_losses_definitions_and_gradients() -> None:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     history = []
     for _ in range(10):
-        loss = irn_losses(model, hr, lr_ref, z).total
+        loss = irn_losses(model, hr, lr_ref, [z]).total
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -336,23 +336,28 @@ def test_checkpoint_round_trip(tmp_path) -> None:
     "call, message",
     [
         (lambda m: m.encode(torch.rand(1, 3, 18, 16)), "not divisible by the scale 4"),
+        (lambda m: m.encode(torch.rand(1, 3, 16, 16, dtype=torch.float64)), "float64 .* model is torch.float32"),
+        (lambda m: m.encode(torch.rand(1, 3, 0, 16)), "empty"),
         (lambda m: m.encode(torch.rand(1, 4, 16, 16)), r"HR image must have shape \(B, 3, H, W\)"),
         (lambda m: m.encode(torch.rand(3, 16, 16)), r"\(B, 3, H, W\)"),
         (lambda m: m.encode(torch.full((1, 3, 16, 16), float("nan"))), "NaN"),
         (lambda m: m.downscale(torch.full((1, 3, 16, 16), float("inf"))), "NaN or Inf"),
         (
             lambda m: m.decode(torch.rand(1, 3, 4, 4), [torch.rand(1, 44, 4, 4)]),
-            r"latent must have shape \(1, 45, 4, 4\)",
+            r"latent 0 \(deepest first\) must have shape \(1, 45, 4, 4\)",
         ),
-        (lambda m: m.decode(torch.rand(1, 3, 4, 4), [torch.rand(2, 45, 4, 4)]), "latent must have shape"),
-        (lambda m: m.decode(torch.rand(1, 3, 4, 4), [torch.rand(1, 45, 4, 4)] * 2), "expected one latent"),
+        (lambda m: m.decode(torch.rand(1, 3, 4, 4), [torch.rand(2, 45, 4, 4)]), "latent 0 .* must have shape"),
+        (lambda m: m.decode(torch.rand(1, 3, 4, 4), [torch.rand(1, 45, 4, 4)] * 2), "expected a list of 1 latent"),
+        (lambda m: m.decode(torch.rand(1, 3, 4, 4), None), "expected a list of 1 latent"),
+        (lambda m: m.decode(torch.rand(1, 3, 4, 4), torch.rand(1, 45, 4, 4)), "expected a list of 1 latent"),
         (lambda m: m.decode(torch.rand(1, 3, 4, 4), [torch.full((1, 45, 4, 4), float("nan"))]), "NaN"),
-        (lambda m: m.upscale(torch.rand(1, 3, 4, 4), z=torch.rand(1, 45, 4, 5)), r"z must have shape"),
+        (lambda m: m.upscale(torch.rand(1, 3, 4, 4), zs=[torch.rand(1, 45, 4, 5)]), r"latent 0 .* must have shape"),
+        (lambda m: m.upscale(torch.rand(1, 3, 4, 4), generator="seed"), "generator must be a torch.Generator"),
         (lambda m: m.upscale(torch.rand(1, 1, 4, 4)), r"LR image must have shape \(B, 3, H, W\)"),
         (lambda m: m.upscale(torch.rand(1, 3, 4, 4), temperature=float("nan")), "temperature"),
         (lambda m: m.upscale(torch.rand(1, 3, 4, 4), temperature=-1.0), "temperature"),
         (lambda m: irn_losses(m, torch.rand(1, 3, 16, 16), torch.rand(1, 3, 4, 5)), "reference LR must have shape"),
-        (lambda m: irn_losses(m, torch.rand(1, 3, 16, 16), torch.rand(1, 3, 4, 4), torch.rand(1, 9, 4, 4)), "z must"),
+        (lambda m: irn_losses(m, torch.rand(1, 3, 16, 16), torch.rand(1, 3, 4, 4), [torch.rand(1, 9, 4, 4)]), "latent 0"),
     ],
 )
 def test_bad_input_raises_clear_errors(call, message: str) -> None:

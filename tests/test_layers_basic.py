@@ -32,7 +32,7 @@ from torch import nn
 from flowsr import testing as ft
 from flowsr.layers.actnorm import ActNorm
 from flowsr.layers.adapters import NflowsTransform
-from flowsr.layers.base import finite_checks
+from flowsr.layers.base import set_finite_checks
 from flowsr.layers.coupling import AffineCoupling, AffineInjector, InvBlockExp, ThreeShiftCoupling
 from flowsr.layers.invconv import FixedPermutation, InvConv1x1
 from flowsr.layers.quantization import dequantize, quantize
@@ -141,11 +141,11 @@ def _affine_realnvp(dims_in, dims_c=None, *, seed):
 
 
 def _three_shift_even(dims_in, dims_c=None, *, seed):
-    return ThreeShiftCoupling(dims_in, dims_c, subnet_constructor=_tiny_dense, n_lr=3, lr_to_others=True)
+    return ThreeShiftCoupling(dims_in, dims_c, subnet_constructor=_tiny_dense, split_len=3, lr_to_others=True)
 
 
 def _three_shift_odd(dims_in, dims_c=None, *, seed):
-    return ThreeShiftCoupling(dims_in, dims_c, subnet_constructor=_tiny_dense, n_lr=3, lr_to_others=False)
+    return ThreeShiftCoupling(dims_in, dims_c, subnet_constructor=_tiny_dense, split_len=3, lr_to_others=False)
 
 
 def _injector(dims_in, dims_c=None, *, seed):
@@ -495,8 +495,9 @@ def test_squeeze_matches_formula_and_freia(shape, batch, seed):
 def test_squeeze_keeps_inf_local():
     x = torch.randn(1, 2, 4, 4)
     x[0, 0, 0, 0] = float("inf")
-    with finite_checks(False):
-        (y,), _ = Squeeze([(2, 4, 4)])([x])
+    layer = Squeeze([(2, 4, 4)])
+    set_finite_checks(layer, False)
+    (y,), _ = layer([x])
     assert not torch.isnan(y).any() and int(torch.isinf(y).sum()) == 1
 
 

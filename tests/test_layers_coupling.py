@@ -137,7 +137,7 @@ def _draw_three_shift(data):
     inputs = _inputs(data, 2, conditions=st.integers(0, 1))
     kwargs = {
         "subnet_constructor": data.draw(SUBNETS),
-        "n_lr": data.draw(st.integers(1, min(3, inputs.shape[0] - 1))),
+        "split_len": data.draw(st.integers(1, min(3, inputs.shape[0] - 1))),
         "lr_to_others": data.draw(st.booleans()),
         "scale": data.draw(SCALES),
     }
@@ -361,7 +361,7 @@ def test_bad_hyper_parameters_and_subnets(float64):
         AffineCoupling([(4, 2, 2)], subnet_constructor=TwoConv, layout="chunks")
     with pytest.raises(ValueError, match="unknown scale function"):
         AffineCoupling([(4, 2, 2)], subnet_constructor=TwoConv, scale="softplus")
-    with pytest.raises(ValueError, match="^ThreeShiftCoupling: n_lr"):
+    with pytest.raises(ValueError, match="^ThreeShiftCoupling: split_len"):
         ThreeShiftCoupling([(3, 2, 2)], subnet_constructor=TwoConv)
     with pytest.raises(ValueError, match="^InvBlockExp: split_len"):
         InvBlockExp([(3, 2, 2)], subnet_constructor=TwoConv)
@@ -705,7 +705,7 @@ def test_flow_step_children(float64):
         FlowStep([(4, 2, 2)], permutation="shuffle")
     with pytest.raises(ValueError, match="^FlowStep: an affine injector needs conditions"):
         FlowStep([(4, 2, 2)], injector_kwargs={"subnet_constructor": FCN})
-    with pytest.raises(ValueError, match="^FlowStep: coupling_kwargs given but coupling is None"):
+    with pytest.raises(ValueError, match="^FlowStep: coupling_kwargs are only used to build a coupling class"):
         FlowStep([(4, 2, 2)], coupling_kwargs={"subnet_constructor": FCN})
 
 

@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flowsr.convert import load_official
-from flowsr.convert.srflow import OFFICIAL_OPTIONS, srflow_from_opt, srflow_key_map, srflow_spec_from_opt
+from flowsr.convert.srflow import OFFICIAL_OPTIONS, SRFlowConverter
 from flowsr.models.checkpoint import load, save
 from flowsr.models.encoders import RRDBEncoder, feature_name
 from flowsr.models.hcflow import standard_normal_logp
@@ -66,7 +66,7 @@ def test_srflow_golden(path: Path) -> None:
             assert_close(feats["sr"], g["rrdb_out"], "encoder SR image (unused by the flow)")
 
         # forward without dequantisation (the official default)
-        zs, logdet = model.encode(hr, lr)
+        _, zs, logdet = model.encode(hr, lr)
         expected = list(reversed(g["fwd_latents"]))
         assert len(zs) == len(expected)
         for i, (z, e) in enumerate(zip(zs, expected)):
@@ -77,7 +77,7 @@ def test_srflow_golden(path: Path) -> None:
         # forward with the official dequantisation hr + (u - 1/2) / quant, -ln(quant) H W
         assert model.quant == int(g["quant"])
         noise = g["dequant_noise"]
-        zs_n, logdet_n = model.encode(hr + noise / g["quant"], lr)
+        _, zs_n, logdet_n = model.encode(hr + noise / g["quant"], lr)
         for i, (z, e) in enumerate(zip(zs_n, reversed(g["fwd_noise_latents"]))):
             assert_close(z, e, f"dequantised latent {i}")
         start = -math.log(float(g["quant"])) * H * W
@@ -116,12 +116,12 @@ def _official_keys(name: str) -> list[tuple[str, tuple[int, ...]]]:
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
 def test_official_configs_keys_and_parameter_counts(name: str) -> None:
     opt = OFFICIAL_OPTIONS[name]
-    assert srflow_spec_from_opt(opt) == srflow_spec(name), "preset differs from the official options"
-    model = srflow_from_opt(opt)
+    assert SRFlowConverter.spec_from_opt(opt) == srflow_spec(name), "preset differs from the official options"
+    model = SRFlowConverter.model_from_opt(opt)
     assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
     assert sum(p.numel() for p in SRFlow(srflow_spec(name)).parameters()) == OFFICIAL_PARAMS[name]
     keys = _official_keys(name)
-    mapping = srflow_key_map(opt, [k for k, _ in keys])
+    mapping = SRFlowConverter.key_map(model, [k for k, _ in keys])
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert sorted(mapping.values()) == sorted(ours), "official and flowsr keys are not in one-to-one correspondence"
     for key, shape in keys:
@@ -172,7 +172,7 @@ def test_unsupported_official_options(edit, message: str) -> None:
     opt = json.loads(json.dumps(OFFICIAL_OPTIONS["DF2K_4X"]))
     edit(opt)
     with pytest.raises(ValueError, match=message):
-        srflow_spec_from_opt(opt)
+        SRFlowConverter.spec_from_opt(opt)
 
 
 # -- tiny configurations --------------------------------------------------------------------------
@@ -217,7 +217,7 @@ def test_flow_with_conditions_exact_and_logdet(float64, scale: int, in_channels:
 def test_model_round_trip_and_shapes(float64, scale: int) -> None:
     model = _model(tiny_spec(scale, K=[1, 2, 1, 2][: int(math.log2(scale)) + 1]), seed=scale)
     hr, lr = _pair(model, lr_size=(2, 4))
-    zs, logdet = model.encode(hr, lr)
+    _, zs, logdet = model.encode(hr, lr)
     assert [tuple(z.shape) for z in zs] == model.latent_shapes(lr.shape[2:], 2)
     assert sum(z[0].numel() for z in zs) == hr[0].numel()
     L = model.levels
@@ -237,7 +237,7 @@ def test_no_split_and_split_levels() -> None:
     no_split = tiny_spec(8, split=False)
     model = _model(no_split)
     hr, lr = _pair(model)
-    zs, _ = model.encode(hr, lr)
+    _, zs, _ = model.encode(hr, lr)
     assert len(zs) == 1 and zs[0].shape == (2, 3 * 4**4, 1, 1)
 
 
@@ -284,7 +284,7 @@ def test_dequantised_nll() -> None:
     hr, lr = _pair(model)
     noise = torch.rand(hr.shape, generator=torch.Generator().manual_seed(3)) - 0.5
     out = model.nll(hr, lr, noise=noise)
-    zs, logdet = model.encode(hr + noise / model.quant, lr)
+    _, zs, logdet = model.encode(hr + noise / model.quant, lr)
     H, W = hr.shape[2:]
     total = -math.log(model.quant) * H * W + logdet + sum(standard_normal_logp(z) for z in zs)
     torch.testing.assert_close(out.logdet, total)
@@ -321,7 +321,7 @@ def test_nll_trains() -> None:
             lambda m: m.encode(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 2, 4)),
             r"HR image must have shape \(1, 3, 8, 16\)",
         ),
-        (lambda m: m.encode(torch.rand(1, 3, 12, 12), torch.rand(1, 3, 3, 3)), "LR size .* must be even"),
+        (lambda m: m.encode(torch.rand(1, 3, 12, 12), torch.rand(1, 3, 3, 3)), "LR image size .* must be even"),
         (lambda m: m.sample(torch.rand(1, 3, 3, 2)), "must be even"),
         (
             lambda m: m.encode(torch.rand(1, 4, 8, 8), torch.rand(1, 3, 2, 2)),
@@ -374,7 +374,7 @@ def test_spec_round_trips_and_checkpoint(tmp_path) -> None:
     loaded = load(path)
     assert type(loaded) is SRFlow and loaded.config() == model.config() and loaded.quant == 64
     hr, lr = _pair(model)
-    torch.testing.assert_close(loaded.encode(hr, lr)[0][0], model.encode(hr, lr)[0][0], rtol=0, atol=0)
+    torch.testing.assert_close(loaded.encode(hr, lr)[1][0], model.encode(hr, lr)[1][0], rtol=0, atol=0)
 
 
 def test_official_init() -> None:

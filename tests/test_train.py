@@ -336,14 +336,17 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         config_from_dict({"trian": {}})
     with pytest.raises(ConfigError, match="optim.lr must be a number"):
         config_from_dict({"optim": {"lr": "fast"}})
-    with pytest.raises(ConfigError, match="model.family must be one of"):
+    with pytest.raises(ConfigError, match="model.family: unknown model family"):
         config_from_dict({"model": {"family": "glow"}})
     with pytest.raises(ConfigError, match=r"unknown key 'model.spec.stepz'"):
         make(tiny_config(model={"spec": {"stepz": 3}}), tmp_path)
     path = tmp_path / "r.yaml"
-    path.write_text("losses:\n  z_l2: 1e-5\noptim:\n  lr: 2.5e-4\n")  # YAML 1.1 reads 1e-5 as a string
+    path.write_text("losses:\n  lr_l2: 1e-5\noptim:\n  lr: 2.5e-4\n")  # YAML 1.1 reads 1e-5 as a string
     cfg = load_config(path, overrides=["train.iterations=7", "data.batch_size=2"])
-    assert cfg.losses.z_l2 == 1e-5 and cfg.name == "r" and cfg.train.iterations == 7 and cfg.data.batch_size == 2
+    assert cfg.losses.lr_l2 == 1e-5 and cfg.name == "r" and cfg.train.iterations == 7 and cfg.data.batch_size == 2
+    # a weight the family's objective does not use is an error, not silently ignored
+    with pytest.raises(ConfigError, match="hcflow_sr family does not use losses.z_l2"):
+        load_config(path, overrides=["losses.z_l2=1e-5"])
     with pytest.raises(ConfigError, match="perceptual_weights"):
         make(tiny_config(losses={"perceptual": 0.1}), tmp_path / "p")
     with pytest.raises(ConfigError, match="init_from"):
@@ -433,7 +436,7 @@ def test_srflow_and_irn_families_train(tmp_path: Path, family: str, extra: dict)
     records = trainer.run()
     assert len(records) == 2 and all(math.isfinite(r["loss"]) and r["skipped"] == 0 for r in records)
     assert set(trainer.terms) == ({"fit", "ce", "rec"} if family == "irn" else {"nll", "hr_l1"})
-    with pytest.raises(ConfigError, match="irn family trains with the official IRN losses"):
+    with pytest.raises(ConfigError, match="the irn family does not use losses.nll"):
         config_from_dict(tiny_config("irn"))  # nll 1.0 is not an IRN loss
 
 

@@ -1,7 +1,7 @@
 """IRN with flowsr: presets, a small x4 model from the builder, rescaling, losses, checkpoint, official conversion.
 
 Run: ``python docs/examples/irn_example.py`` (a few seconds on a CPU; the last part needs the
-shared reference fixtures and is skipped without them).
+official fixtures of a flowsr checkout (tests/fixtures/official) and is skipped without them).
 """
 
 import tempfile
@@ -65,7 +65,7 @@ with tempfile.TemporaryDirectory() as tmp:
     print("reloaded", type(again).__name__, "same LR:", torch.equal(again.downscale(hr), lr8))
 
 # 6. Official checkpoint (here the reduced official network of the golden fixture).
-golden = Path(__file__).resolve().parents[3] / "shared" / "reference" / "irn_small_golden.pt"
+golden = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "official" / "irn_small_golden.pt"
 if golden.is_file():
     g = torch.load(golden, weights_only=True)
     official = load_official(g["state_dict"], g["opt"])  # or a .pth path with OFFICIAL_OPTIONS["IRN_x4"]
@@ -77,4 +77,4 @@ if golden.is_file():
             f"(official {g['fwd_jacobian_official'].item():.3f})"
         )
 else:
-    print("shared reference fixtures not found; skipping the official-checkpoint part")
+    print("official fixtures not found (not a flowsr checkout); skipping the official-checkpoint part")

@@ -1,7 +1,7 @@
 """SRFlow with flowsr: a small x4 model from the builder, likelihood, sampling, checkpoint, official conversion.
 
 Run: ``python docs/examples/srflow_example.py`` (a few seconds on a CPU; the last part needs the
-shared reference fixtures and is skipped without them).
+official fixtures of a flowsr checkout (tests/fixtures/official) and is skipped without them).
 """
 
 import tempfile
@@ -29,7 +29,7 @@ model.eval()
 hr = torch.rand(2, 3, 32, 48)
 lr = F.avg_pool2d(hr, 4)  # (2, 3, 8, 12): LR sizes must be even
 with torch.no_grad():
-    zs, logdet = model.encode(hr, lr)  # latents deepest first: [z (96, 4, 6), eps (6, 16, 24)]
+    _, zs, logdet = model.encode(hr, lr)  # latents deepest first: [z (96, 4, 6), eps (6, 16, 24)]
     print("latents", [tuple(z.shape) for z in zs], "log-det", logdet.tolist())
     print("round-trip error", (model.decode(lr, zs) - hr).abs().max().item())
     print("NLL (bits per pixel, no dequantisation)", model.nll(hr, lr).nll.tolist())
@@ -41,14 +41,14 @@ with torch.no_grad():
 with tempfile.TemporaryDirectory() as tmp:
     again = load(save(model, Path(tmp) / "srflow_x4.safetensors"))
     with torch.no_grad():
-        assert torch.equal(again.encode(hr, lr)[0][0], zs[0])
+        assert torch.equal(again.encode(hr, lr)[1][0], zs[0])
 
-# 4. An official checkpoint (here the reduced network of the shared golden fixture).
-golden = Path(__file__).resolve().parents[3] / "shared" / "reference" / "srflow_small_golden.pt"
+# 4. An official checkpoint (here the reduced network of an official golden fixture).
+golden = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "official" / "srflow_small_golden.pt"
 if golden.is_file():
     g = torch.load(golden, weights_only=True)
     official = load_official(g["state_dict"], g["opt"])  # opt: the official yml structure (network_G, scale)
     with torch.no_grad():
-        zs = official.encode(g["hr"], g["lr"])[0]
+        zs = official.encode(g["hr"], g["lr"])[1]
         err = max((a - b).abs().max().item() for a, b in zip(zs, reversed(g["fwd_latents"])))
         print("official golden: max latent error", err, "NLL", official.nll(g["hr"], g["lr"]).nll.tolist())

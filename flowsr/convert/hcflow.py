@@ -12,16 +12,16 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from torch import Tensor
-
+from flowsr.convert.base import OfficialConverter, register_converter, state_keys
 from flowsr.models.hcflow import HCFlowRescaling, HCFlowSR
 from flowsr.models.spec import CouplingSpec, FeatureSpec, HierarchySpec, LatentSpec
 
-__all__ = ["OFFICIAL_OPTIONS", "hcflow_spec_from_opt", "hcflow_from_opt", "hcflow_key_map", "hcflow_state_dict"]
+__all__ = ["OFFICIAL_OPTIONS", "HCFlowConverter"]
 
 _COUPLINGS = {"Affine": "affine", "Affine3shift": "three_shift"}
 _SUBNETS = {"FCN": "fcn", "DenseBlock": "dense"}
 _PERMUTATIONS = {"invconv": "invconv", "none": "none", None: "none"}
+_MODELS = {"HCFlowNet_SR": HCFlowSR, "HCFlowNet_Rescaling": HCFlowRescaling}
 
 
 def _per_level(v: Any, levels: int, name: str) -> list[int]:
@@ -55,8 +55,7 @@ def _network_options(opt: Mapping[str, Any]) -> tuple[Mapping, Mapping, Mapping]
     return net, down, split
 
 
-def hcflow_spec_from_opt(opt: Mapping[str, Any]) -> HierarchySpec:
-    """Translate the official network options (``scale``, ``network_G``) into a spec."""
+def _spec_from_opt(opt: Mapping[str, Any]) -> HierarchySpec:
     net, down, split = _network_options(opt)
     sr = net.get("which_model_G") == "HCFlowNet_SR"
     levels = int(down["L"])
@@ -95,69 +94,82 @@ def hcflow_spec_from_opt(opt: Mapping[str, Any]) -> HierarchySpec:
     )
 
 
-def hcflow_from_opt(opt: Mapping[str, Any]) -> HCFlowSR | HCFlowRescaling:
-    """An untrained flowsr model with the architecture of the official options."""
-    net, _, _ = _network_options(opt)
-    spec = hcflow_spec_from_opt(opt)
-    which = net.get("which_model_G")
-    if which == "HCFlowNet_SR":
-        return HCFlowSR(spec, quant=int(opt.get("quant", 64)))
-    if which == "HCFlowNet_Rescaling":
+def _step_part(rest: str) -> str:
+    """Official names inside a flow step -> flowsr names (only the coupling's subnet differs)."""
+    return re.sub(r"^affine\.f\.", "coupling.subnet.", rest)
+
+
+@register_converter
+class HCFlowConverter(OfficialConverter):
+    """Official HCFlow options and weights -> :class:`~flowsr.models.HCFlowSR` /
+    :class:`~flowsr.models.HCFlowRescaling`."""
+
+    name = "hcflow"
+
+    @classmethod
+    def matches(cls, opt: Mapping[str, Any]) -> bool:
+        try:
+            return opt["network_G"]["which_model_G"] in _MODELS
+        except (KeyError, TypeError):
+            return False
+
+    @classmethod
+    def spec_from_opt(cls, opt: Mapping[str, Any]) -> HierarchySpec:
+        """Translate the official network options (``scale``, ``network_G``) into a spec."""
+        return _spec_from_opt(opt)
+
+    @classmethod
+    def model_from_opt(cls, opt: Mapping[str, Any]) -> HCFlowSR | HCFlowRescaling:
+        net, _, _ = _network_options(opt)
+        which = net.get("which_model_G")
+        if which not in _MODELS:
+            raise ValueError(f"official HCFlow options: unknown which_model_G {which!r}")
+        spec = _spec_from_opt(opt)
+        if which == "HCFlowNet_SR":
+            return HCFlowSR(spec, quant=int(opt.get("quant", 64)))
         return HCFlowRescaling(spec)
-    raise ValueError(f"official HCFlow options: unknown which_model_G {which!r}")
 
-
-def hcflow_key_map(opt: Mapping[str, Any], official_keys: list[str]) -> dict[str, str]:
-    """Map every official key to the flowsr key it loads into (raises on an unknown key)."""
-    spec = hcflow_spec_from_opt(opt)
-    steps = spec.level_steps()
-    # Flat index of each official main-flow layer -> (level, position in flowsr's body).
-    flat: dict[int, tuple[int, int]] = {}
-    start = 0
-    for l, n in enumerate(steps):
-        for p in range(n + 1):  # squeeze/Haar at p = 0, steps at 1..n (the split has no parameters)
-            flat[start + p] = (l, p)
-        start += n + 2
-
-    def step_part(rest: str) -> str:
-        return re.sub(r"^affine\.f\.", "coupling.subnet.", rest)
-
-    out: dict[str, str] = {}
-    for key in official_keys:
-        m = re.fullmatch(r"flow\.layers\.(\d+)\.(.+)", key)
-        if m and int(m.group(1)) in flat:
-            l, p = flat[int(m.group(1))]
-            out[key] = f"flow.levels.{l}.body.module_list.{p}.{step_part(m.group(2))}"
-            continue
-        m = re.fullmatch(r"flow\.level(\d+)_condFlow\.(.+)", key)
-        if m:
-            l, rest = int(m.group(1)), m.group(2)
-            prefix = f"flow.levels.{l}"
-            r = re.fullmatch(r"RRDB_trunk(\d)\.(\d+)\.RDB(\d)\.(.+)", rest)
-            if r:
-                out[key] = f"{prefix}.features.trunk{r.group(1)}.{r.group(2)}.rdb{r.group(3)}.{r.group(4)}"
+    @classmethod
+    def key_map(cls, model: HCFlowSR | HCFlowRescaling, official_keys: list[str]) -> dict[str, str]:
+        spec, levels = model.spec, model.flow.levels
+        # Flat index of each official main-flow layer -> the flowsr layer: per level the
+        # squeeze / Haar (p = 0), the steps (1..n), then the parameter-free split.
+        flat: dict[int, Any] = {}
+        start = 0
+        for l, n in enumerate(spec.level_steps()):
+            for p in range(n + 1):
+                flat[start + p] = levels[l].body_layer(p)
+            start += n + 2
+        at = state_keys(model)
+        out: dict[str, str] = {}
+        for key in official_keys:
+            m = re.fullmatch(r"flow\.layers\.(\d+)\.(.+)", key)
+            if m and int(m.group(1)) in flat:
+                out[key] = at(flat[int(m.group(1))], _step_part(m.group(2)))
                 continue
-            r = re.fullmatch(r"(conv_first|trunk_conv1)\.(.+)", rest)
-            if r:
-                name = "trunk_conv" if r.group(1) == "trunk_conv1" else "conv_first"
-                out[key] = f"{prefix}.features.{name}.{r.group(2)}"
-                continue
-            r = re.fullmatch(r"additional_flow_steps\.(\d+)\.(.+)", rest)
-            if r:
-                out[key] = f"{prefix}.latent.module_list.{r.group(1)}.{step_part(r.group(2))}"
-                continue
-            r = re.fullmatch(r"f\.(weight|bias|logs)", rest)
-            if r and 0 <= l < spec.levels:
-                out[key] = f"{prefix}.latent.module_list.{spec.latent_steps()[l]}.prior.{r.group(1)}"
-                continue
-        raise ValueError(f"unexpected key in official HCFlow state dict: {key!r}")
-    return out
-
-
-def hcflow_state_dict(opt: Mapping[str, Any], state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Rename an official HCFlow state dict to flowsr names."""
-    mapping = hcflow_key_map(opt, list(state))
-    return {mapping[k]: v for k, v in state.items()}
+            m = re.fullmatch(r"flow\.level(\d+)_condFlow\.(.+)", key)
+            if m and int(m.group(1)) < len(levels) and levels[int(m.group(1))].features is not None:
+                level, rest = levels[int(m.group(1))], m.group(2)
+                r = re.fullmatch(r"RRDB_trunk(\d)\.(\d+)\.RDB(\d)\.(.+)", rest)
+                if r:
+                    out[key] = at(level.features, f"trunk{r.group(1)}.{r.group(2)}.rdb{r.group(3)}.{r.group(4)}")
+                    continue
+                r = re.fullmatch(r"(conv_first|trunk_conv1)\.(.+)", rest)
+                if r:
+                    name = "trunk_conv" if r.group(1) == "trunk_conv1" else "conv_first"
+                    out[key] = at(level.features, f"{name}.{r.group(2)}")
+                    continue
+                r = re.fullmatch(r"additional_flow_steps\.(\d+)\.(.+)", rest)
+                if r:
+                    out[key] = at(level.latent_layer(int(r.group(1))), _step_part(r.group(2)))
+                    continue
+                r = re.fullmatch(r"f\.(weight|bias|logs)", rest)
+                if r:
+                    prior = level.latent_layer(len(level.latent.module_list) - 1)
+                    out[key] = at(prior, f"prior.{r.group(1)}")
+                    continue
+            raise ValueError(f"unexpected key in official HCFlow state dict: {key!r}")
+        return out
 
 
 def _official_net(which: str, down: dict, split: dict) -> dict:
@@ -225,3 +237,5 @@ OFFICIAL_OPTIONS: dict[str, dict] = {
         ),
     },
 }
+
+HCFlowConverter.OFFICIAL_OPTIONS = OFFICIAL_OPTIONS

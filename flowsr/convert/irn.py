@@ -21,17 +21,16 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from torch import Tensor
-
+from flowsr.convert.base import OfficialConverter, register_converter, state_keys
 from flowsr.models.irn import IRN, irn_spec
 from flowsr.models.spec import HierarchySpec
 
-__all__ = ["OFFICIAL_OPTIONS", "irn_spec_from_opt", "irn_from_opt", "irn_key_map", "irn_state_dict"]
+__all__ = ["OFFICIAL_OPTIONS", "IRNConverter"]
 
 _SUBNETS = {"F": "phi", "G": "eta", "H": "rho"}
 
 
-def is_irn_options(opt: Mapping[str, Any]) -> bool:
+def _is_irn_options(opt: Mapping[str, Any]) -> bool:
     """Whether ``opt`` describes an IRN generator (``network_G.which_model_G`` is ``{subnet_type: ...}``)."""
     try:
         which = opt["network_G"]["which_model_G"]
@@ -40,7 +39,7 @@ def is_irn_options(opt: Mapping[str, Any]) -> bool:
     return isinstance(which, Mapping) and "subnet_type" in which
 
 
-def irn_spec_from_opt(opt: Mapping[str, Any]) -> HierarchySpec:
+def _spec_from_opt(opt: Mapping[str, Any]) -> HierarchySpec:
     """Translate the official options (``scale``, ``network_G``) into the IRN :class:`HierarchySpec`.
 
     Uses ``network_G.{which_model_G.subnet_type, scale, block_num, in_nc, out_nc, gc}``
@@ -84,42 +83,48 @@ def irn_spec_from_opt(opt: Mapping[str, Any]) -> HierarchySpec:
     )
 
 
-def irn_from_opt(opt: Mapping[str, Any]) -> IRN:
-    """An untrained flowsr :class:`IRN` with the architecture of the official options."""
-    return IRN(irn_spec_from_opt(opt))
+@register_converter
+class IRNConverter(OfficialConverter):
+    """Official IRN options and weights -> :class:`~flowsr.models.IRN`."""
 
+    name = "irn"
 
-def irn_key_map(opt: Mapping[str, Any], official_keys: list[str]) -> dict[str, str]:
-    """Map every official key to the flowsr key it loads into (raises on an unknown key)."""
-    spec = irn_spec_from_opt(opt)
-    flat: dict[int, tuple[int, int]] = {}
-    start = 0
-    for level, n in enumerate(spec.level_steps()):
-        for p in range(n + 1):  # Haar at p = 0, blocks at 1..n
-            flat[start + p] = (level, p)
-        start += n + 1
-    out: dict[str, str] = {}
-    for key in official_keys:
-        m = re.fullmatch(r"operations\.(\d+)\.(.+)", key)
-        if m and int(m.group(1)) in flat:
-            level, p = flat[int(m.group(1))]
-            prefix = f"flow.levels.{level}.body.module_list.{p}"
-            rest = m.group(2)
-            if p == 0 and rest == "haar_weights":
-                out[key] = f"{prefix}.haar_weights"
-                continue
-            r = re.fullmatch(r"([FGH])\.(conv[1-5]\.(?:weight|bias))", rest)
-            if p > 0 and r:
-                out[key] = f"{prefix}.coupling.{_SUBNETS[r.group(1)]}.{r.group(2)}"
-                continue
-        raise ValueError(f"unexpected key in official IRN state dict: {key!r}")
-    return out
+    @classmethod
+    def matches(cls, opt: Mapping[str, Any]) -> bool:
+        return _is_irn_options(opt)
 
+    @classmethod
+    def spec_from_opt(cls, opt: Mapping[str, Any]) -> HierarchySpec:
+        return _spec_from_opt(opt)
 
-def irn_state_dict(opt: Mapping[str, Any], state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Rename an official IRN state dict to flowsr names."""
-    mapping = irn_key_map(opt, list(state))
-    return {mapping[k]: v for k, v in state.items()}
+    @classmethod
+    def model_from_opt(cls, opt: Mapping[str, Any]) -> IRN:
+        return IRN(_spec_from_opt(opt))
+
+    @classmethod
+    def key_map(cls, model: IRN, official_keys: list[str]) -> dict[str, str]:
+        # Official ``operations`` is flat: per level the Haar layer, then the blocks.
+        flat: dict[int, Any] = {}
+        start = 0
+        for level, n in zip(model.flow.levels, model.spec.level_steps()):
+            for p in range(n + 1):
+                flat[start + p] = level.body_layer(p)
+            start += n + 1
+        at = state_keys(model)
+        out: dict[str, str] = {}
+        for key in official_keys:
+            m = re.fullmatch(r"operations\.(\d+)\.(.+)", key)
+            if m and int(m.group(1)) in flat:
+                layer, rest = flat[int(m.group(1))], m.group(2)
+                if rest == "haar_weights" and hasattr(layer, "haar_weights"):
+                    out[key] = at(layer, "haar_weights")
+                    continue
+                r = re.fullmatch(r"([FGH])\.(conv[1-5]\.(?:weight|bias))", rest)
+                if r and getattr(layer, "coupling", None) is not None:
+                    out[key] = at(layer.coupling, f"{_SUBNETS[r.group(1)]}.{r.group(2)}")
+                    continue
+            raise ValueError(f"unexpected key in official IRN state dict: {key!r}")
+        return out
 
 
 def _official(scale: int) -> dict:
@@ -141,3 +146,5 @@ def _official(scale: int) -> dict:
 #: Network options of the official test configurations ``test_IRN_x{2,4,8}.yml`` (the train
 #: configurations, IRN+ included, build the same generator).
 OFFICIAL_OPTIONS: dict[str, dict] = {"IRN_x2": _official(2), "IRN_x4": _official(4), "IRN_x8": _official(8)}
+
+IRNConverter.OFFICIAL_OPTIONS = OFFICIAL_OPTIONS

@@ -26,11 +26,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from torch import Tensor
-
+from flowsr.convert.base import OfficialConverter, register_converter, state_keys
 from flowsr.models.srflow import SRFlow, SRFlowSpec, make_srflow_spec
 
-__all__ = ["OFFICIAL_OPTIONS", "srflow_spec_from_opt", "srflow_from_opt", "srflow_key_map", "srflow_state_dict"]
+__all__ = ["OFFICIAL_OPTIONS", "SRFlowConverter"]
 
 _SUBNET_INDEX = {"0": "conv1", "2": "conv2", "4": "conv3"}
 
@@ -50,7 +49,7 @@ def _unsupported(name: str, value: Any, expected: str) -> ValueError:
     return ValueError(f"official SRFlow option {name}={value!r} is not supported (expected {expected})")
 
 
-def srflow_spec_from_opt(opt: Mapping[str, Any]) -> SRFlowSpec:
+def _spec_from_opt(opt: Mapping[str, Any]) -> SRFlowSpec:
     """Translate the official options (``scale``, ``network_G``) into an :class:`SRFlowSpec`.
 
     Options that change the architecture in ways the spec does not describe (another coupling,
@@ -121,17 +120,9 @@ def _quant(opt: Mapping[str, Any]) -> int:
     return int(train.get("quant", 255))
 
 
-def srflow_from_opt(opt: Mapping[str, Any]) -> SRFlow:
-    """An untrained flowsr SRFlow with the architecture of the official options.
-
-    ``quant`` comes from ``datasets.train.quant`` (255 when absent, as in the official code).
-    """
-    return SRFlow(srflow_spec_from_opt(opt), quant=_quant(opt))
-
-
-def _layer_index(spec: SRFlowSpec) -> dict[int, tuple[int, int | None]]:
+def _layer_index(model: SRFlow) -> dict[int, tuple[int, int | None]]:
     """Official flat ``flowUpsamplerNet.layers`` index -> (level, body position | None = split)."""
-    flow = spec.flow
+    flow = model.spec.flow
     steps, keeps, channels = flow.level_steps(), flow.kept_channels(), flow.channels()
     out: dict[int, tuple[int, int | None]] = {}
     start = 0
@@ -146,67 +137,92 @@ def _layer_index(spec: SRFlowSpec) -> dict[int, tuple[int, int | None]]:
     return out
 
 
-def srflow_key_map(opt: Mapping[str, Any], official_keys: list[str]) -> dict[str, str]:
-    """Map every official key to the flowsr key it loads into (raises on an unknown key)."""
-    spec = srflow_spec_from_opt(opt)
-    layers = _layer_index(spec)
-    latent_steps = spec.flow.latent_steps()
-    n_up = spec.scale.bit_length() - 1  # log2(scale) upconvs
-
-    def step_part(rest: str) -> str | None:
-        m = re.fullmatch(r"(actnorm\.(?:bias|logs))", rest)
-        if m:
-            return m.group(1)
-        if rest == "invconv.weight":
-            return "permute.weight"
-        m = re.fullmatch(r"affine\.(fFeatures|fAffine)\.([024])\.(.+)", rest)
-        if m:
-            part = "injector" if m.group(1) == "fFeatures" else "coupling"
-            return f"{part}.subnet.{_SUBNET_INDEX[m.group(2)]}.{m.group(3)}"
-        return None
-
-    out: dict[str, str] = {}
-    for key in official_keys:
-        new = None
-        m = re.fullmatch(r"RRDB\.(.+)", key)
-        if m:
-            rest = m.group(1)
-            r = re.fullmatch(r"RRDB_trunk\.(\d+)\.RDB([123])\.(conv[1-5]\.(?:weight|bias))", rest)
-            if r and int(r.group(1)) < spec.encoder.nb:
-                new = f"encoder.trunk.{r.group(1)}.rdb{r.group(2)}.{r.group(3)}"
-            r = re.fullmatch(r"(conv_first|trunk_conv|conv_last)\.(weight|bias)", rest)
-            if r:
-                new = f"encoder.{r.group(1)}.{r.group(2)}"
-            r = re.fullmatch(r"HRconv\.(weight|bias)", rest)
-            if r:
-                new = f"encoder.hr_conv.{r.group(1)}"
-            r = re.fullmatch(r"upconv(\d+)\.(weight|bias)", rest)
-            if r and 1 <= int(r.group(1)) <= n_up:
-                new = f"encoder.upconvs.{int(r.group(1)) - 1}.{r.group(2)}"
-        m = re.fullmatch(r"flowUpsamplerNet\.layers\.(\d+)\.(.+)", key)
-        if m and int(m.group(1)) in layers:
-            l, p = layers[int(m.group(1))]
-            if p is None:
-                r = re.fullmatch(r"conv\.(weight|bias|logs)", m.group(2))
-                if r:
-                    new = f"flow.levels.{l}.latent.module_list.{latent_steps[l]}.prior.{r.group(1)}"
-            elif p > 0:
-                part = step_part(m.group(2))
-                if part is not None:
-                    new = f"flow.levels.{l}.body.module_list.{p}.{part}"
-        m = re.fullmatch(r"flowUpsamplerNet\.f\.0\.(weight|bias)", key)
-        if m and spec.unused_conv_channels:
-            new = f"unused_conv.{m.group(1)}"
-        if new is None:
-            raise ValueError(f"unexpected key in official SRFlow state dict: {key!r}")
-        out[key] = new
-    return out
+def _step_part(rest: str) -> str | None:
+    """Official names inside a flow step -> flowsr names (``None``: not a step entry)."""
+    m = re.fullmatch(r"(actnorm\.(?:bias|logs))", rest)
+    if m:
+        return m.group(1)
+    if rest == "invconv.weight":
+        return "permute.weight"
+    m = re.fullmatch(r"affine\.(fFeatures|fAffine)\.([024])\.(.+)", rest)
+    if m:
+        part = "injector" if m.group(1) == "fFeatures" else "coupling"
+        return f"{part}.subnet.{_SUBNET_INDEX[m.group(2)]}.{m.group(3)}"
+    return None
 
 
-def srflow_state_dict(opt: Mapping[str, Any], state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Rename an official SRFlow state dict to flowsr names."""
-    mapping = srflow_key_map(opt, list(state))
-    return {mapping[k]: v for k, v in state.items()}
+def _encoder_part(model: SRFlow, rest: str) -> str | None:
+    """Official ``RRDB.*`` names -> names inside flowsr's encoder (``None``: unknown)."""
+    n_up = model.scale.bit_length() - 1  # log2(scale) upconvs
+    r = re.fullmatch(r"RRDB_trunk\.(\d+)\.RDB([123])\.(conv[1-5]\.(?:weight|bias))", rest)
+    if r and int(r.group(1)) < model.spec.encoder.nb:
+        return f"trunk.{r.group(1)}.rdb{r.group(2)}.{r.group(3)}"
+    r = re.fullmatch(r"(conv_first|trunk_conv|conv_last)\.(weight|bias)", rest)
+    if r:
+        return f"{r.group(1)}.{r.group(2)}"
+    r = re.fullmatch(r"HRconv\.(weight|bias)", rest)
+    if r:
+        return f"hr_conv.{r.group(1)}"
+    r = re.fullmatch(r"upconv(\d+)\.(weight|bias)", rest)
+    if r and 1 <= int(r.group(1)) <= n_up:
+        return f"upconvs.{int(r.group(1)) - 1}.{r.group(2)}"
+    return None
+
+
+@register_converter
+class SRFlowConverter(OfficialConverter):
+    """Official SRFlow options and weights -> :class:`~flowsr.models.SRFlow`."""
+
+    name = "srflow"
+
+    @classmethod
+    def matches(cls, opt: Mapping[str, Any]) -> bool:
+        try:
+            return opt["network_G"]["which_model_G"] == "SRFlowNet"
+        except (KeyError, TypeError):
+            return False
+
+    @classmethod
+    def spec_from_opt(cls, opt: Mapping[str, Any]) -> SRFlowSpec:
+        """Translate the official options (``scale``, ``network_G``) into an :class:`SRFlowSpec`.
+
+        Options that change the architecture in ways the spec does not describe (another
+        coupling, a conditional split prior, ``correct_splits``, no ``fea_up0``, no stacked-block
+        concatenation, a permutation other than invconv) raise a :class:`ValueError`.
+        """
+        return _spec_from_opt(opt)
+
+    @classmethod
+    def model_from_opt(cls, opt: Mapping[str, Any]) -> SRFlow:
+        """``quant`` comes from ``datasets.train.quant`` (255 when absent, as in the official code)."""
+        return SRFlow(_spec_from_opt(opt), quant=_quant(opt))
+
+    @classmethod
+    def key_map(cls, model: SRFlow, official_keys: list[str]) -> dict[str, str]:
+        layers, levels, at = _layer_index(model), model.flow.levels, state_keys(model)
+        out: dict[str, str] = {}
+        for key in official_keys:
+            new = None
+            m = re.fullmatch(r"RRDB\.(.+)", key)
+            if m and (part := _encoder_part(model, m.group(1))) is not None:
+                new = at(model.encoder, part)
+            m = re.fullmatch(r"flowUpsamplerNet\.layers\.(\d+)\.(.+)", key)
+            if m and int(m.group(1)) in layers:
+                l, p = layers[int(m.group(1))]
+                if p is None:
+                    r = re.fullmatch(r"conv\.(weight|bias|logs)", m.group(2))
+                    if r:
+                        level = levels[l]
+                        new = at(level.latent_layer(len(level.latent.module_list) - 1), f"prior.{r.group(1)}")
+                elif p > 0 and (part := _step_part(m.group(2))) is not None:
+                    new = at(levels[l].body_layer(p), part)
+            m = re.fullmatch(r"flowUpsamplerNet\.f\.0\.(weight|bias)", key)
+            if m and model.unused_conv is not None:
+                new = at(model.unused_conv, m.group(1))
+            if new is None:
+                raise ValueError(f"unexpected key in official SRFlow state dict: {key!r}")
+            out[key] = new
+        return out
 
 
 def _official(scale: int, nb: int, blocks: list[int]) -> dict:
@@ -246,3 +262,5 @@ OFFICIAL_OPTIONS: dict[str, dict] = {
     "CelebA_8X": _official(8, 8, [1, 3, 5, 7]),
     "DF2K_8X": _official(8, 23, [1, 3, 5, 7]),
 }
+
+SRFlowConverter.OFFICIAL_OPTIONS = OFFICIAL_OPTIONS

@@ -6,11 +6,20 @@ Every layer documents its forward, inverse and log-det math and its shapes; see
 
 from flowsr.layers.actnorm import ActNorm
 from flowsr.layers.adapters import NflowsTransform
-from flowsr.layers.base import FlowModule, finite_checks
-from flowsr.layers.coupling import AffineCoupling, AffineInjector, InvBlockExp, ThreeShiftCoupling
+from flowsr.layers.base import FlowModule, set_finite_checks
+from flowsr.layers.coupling import AffineCoupling, AffineInjector, CouplingBase, InvBlockExp, ThreeShiftCoupling
 from flowsr.layers.graph import FlowGraph
 from flowsr.layers.invconv import FixedPermutation, InvConv1x1
 from flowsr.layers.quantization import dequantize, quantize
+from flowsr.layers.registry import (
+    COUPLINGS,
+    SUBNETS,
+    StepInfo,
+    get_coupling,
+    get_subnet,
+    register_coupling,
+    register_subnet,
+)
 from flowsr.layers.reshape import HaarDownsampling, Squeeze
 from flowsr.layers.sequence import FlowSequence, Inverse
 from flowsr.layers.split import ConditionalGaussianSplit, GaussianWhitening
@@ -18,6 +27,15 @@ from flowsr.layers.step import FlowStep
 from flowsr.layers.subnets import FCN, RRDB, ConvActNorm, DenseBlock, ResidualDenseBlock, ZeroConv2d
 
 __all__ = [
+    "COUPLINGS",
+    "SUBNETS",
+    "CouplingBase",
+    "StepInfo",
+    "get_coupling",
+    "get_subnet",
+    "register_coupling",
+    "register_subnet",
+    "set_finite_checks",
     "FCN",
     "RRDB",
     "ActNorm",
@@ -42,6 +60,5 @@ __all__ = [
     "ThreeShiftCoupling",
     "ZeroConv2d",
     "dequantize",
-    "finite_checks",
     "quantize",
 ]

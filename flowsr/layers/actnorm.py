@@ -54,8 +54,7 @@ class ActNorm(FlowModule):
         super().__init__(dims_in, dims_c)
         if len(self.dims_in) != 1 or len(self.dims_in[0]) != 3:
             raise ValueError(f"ActNorm: dims_in must be [(C, H, W)], got {self.dims_in}")
-        if self.dims_c:
-            raise ValueError(f"ActNorm: takes no conditions, got dims_c={self.dims_c}")
+        self._require_no_conditions()
         channels = self.dims_in[0][0]
         self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.logs = nn.Parameter(torch.zeros(1, channels, 1, 1))

@@ -8,7 +8,7 @@ import torch
 from nflows.transforms.base import Transform
 from torch import Tensor
 
-from flowsr.layers.base import FlowModule
+from flowsr.layers.base import FlowModule, batch_logdet
 
 __all__ = ["NflowsTransform"]
 
@@ -69,10 +69,7 @@ class NflowsTransform(FlowModule):
             y, logabsdet = self.transform(x[0], context)
         else:
             y, logabsdet = self.transform.inverse(x[0], context)
-        logabsdet = torch.as_tensor(logabsdet, dtype=y.dtype, device=y.device)
-        if logabsdet.numel() == 1:
-            logabsdet = logabsdet.reshape(()).repeat(y.shape[0])
-        return (y,), logabsdet
+        return (y,), batch_logdet(logabsdet, y)
 
     def output_dims(self, input_dims: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
         if len(input_dims) != 1:

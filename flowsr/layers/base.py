@@ -17,42 +17,55 @@ spatial size. Bad input raises :class:`ValueError` naming the layer and the expe
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from FrEIA.modules import InvertibleModule
 from nflows.utils.torchutils import sum_except_batch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["FlowModule", "finite_checks", "check_finite", "format_shape", "sum_except_batch"]
+__all__ = [
+    "FlowModule",
+    "batch_logdet",
+    "check_finite",
+    "format_shape",
+    "set_finite_checks",
+    "sum_except_batch",
+]
 
 Shape = tuple[int, ...]
 
-_finite_checks_enabled = True
-
-
-@contextlib.contextmanager
-def finite_checks(enabled: bool) -> Iterator[None]:
-    """Switch the per-layer NaN/Inf input check on or off inside a ``with`` block.
-
-    A finiteness check reads the whole tensor (and synchronises a GPU), so models validate
-    their inputs once at the entry point and run their inner layers with the check off.
-    Shape checks are cheap and always stay on.
-    """
-    global _finite_checks_enabled
-    previous = _finite_checks_enabled
-    _finite_checks_enabled = enabled
-    try:
-        yield
-    finally:
-        _finite_checks_enabled = previous
-
 
 def check_finite(name: str, what: str, t: Tensor) -> None:
-    """Raise ``ValueError`` if ``t`` holds NaN or Inf (and checks are enabled)."""
-    if _finite_checks_enabled and not bool(torch.isfinite(t).all()):
+    """Raise ``ValueError`` if ``t`` holds NaN or Inf."""
+    if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name}: {what} contains NaN or Inf values")
+
+
+def set_finite_checks(module: nn.Module, enabled: bool, *, include_self: bool = True) -> None:
+    """Turn the NaN/Inf input check of every flowsr layer in ``module`` on or off.
+
+    A finiteness check reads the whole tensor (and synchronises a GPU). A composite that
+    validates its own inputs once -- a model, or the hierarchy -- turns the checks of its inner
+    layers off when it is built (``include_self=False`` keeps the composite's own check), so
+    they are not repeated at every layer. Shape checks are cheap and always stay on.
+    """
+    for m in module.modules():
+        if hasattr(m, "check_finite_inputs") and (include_self or m is not module):
+            m.check_finite_inputs = enabled
+
+
+def batch_logdet(j: Any, ref: Tensor) -> Tensor:
+    """A log-det in any form (tensor, 0-dim, ``(1,)``, Python / numpy number) as a ``(B,)`` tensor
+    of ``ref``'s dtype and device, ``B = ref.shape[0]`` (FrEIA modules and nflows transforms
+    return scalars where flowsr promises per-sample values)."""
+    j = torch.as_tensor(j, device=ref.device)
+    if not j.is_floating_point() or (j.dim() == 0 and j.dtype != ref.dtype):
+        j = j.to(ref.dtype)
+    if j.numel() == 1:
+        return j.reshape(()).repeat(ref.shape[0])
+    return j
 
 
 def _as_shapes(dims: Sequence[Sequence[int]] | None) -> list[Shape]:
@@ -80,6 +93,8 @@ class FlowModule(InvertibleModule):
 
     spatial_factor: int = 1
     same_spatial_size: bool = True
+    #: whether ``_check_input`` / ``_check_conditions`` also reject NaN and Inf (see :func:`set_finite_checks`).
+    check_finite_inputs: bool = True
 
     def __init__(self, dims_in: Sequence[Sequence[int]], dims_c: Sequence[Sequence[int]] | None = None):
         super().__init__(_as_shapes(dims_in), _as_shapes(dims_c))
@@ -114,7 +129,8 @@ class FlowModule(InvertibleModule):
                 raise ValueError(
                     f"{self._name}: spatial size {tuple(t.shape[2:])} of {direction} {i} is not divisible by {factor}"
                 )
-            check_finite(self._name, f"{direction} {i}", t)
+            if self.check_finite_inputs:
+                check_finite(self._name, f"{direction} {i}", t)
         if self.same_spatial_size and len(x) > 1 and any(t.shape[2:] != x[0].shape[2:] for t in x[1:]):
             raise ValueError(f"{self._name}: all {direction}s must share the spatial size {tuple(x[0].shape[2:])}")
 
@@ -136,7 +152,8 @@ class FlowModule(InvertibleModule):
                     f"{self._name}: condition {i} must have shape {(x.shape[0], shape[0], *x.shape[2:])} "
                     f"(batch and spatial size of the input), got {tuple(t.shape)}"
                 )
-            check_finite(self._name, f"condition {i}", t)
+            if self.check_finite_inputs:
+                check_finite(self._name, f"condition {i}", t)
         return c
 
     def output_dims(self, input_dims: Sequence[Sequence[int]]) -> list[Shape]:
@@ -148,3 +165,20 @@ class FlowModule(InvertibleModule):
     @staticmethod
     def _zero_logdet(x: Tensor) -> Tensor:
         return x.new_zeros(x.shape[0])
+
+    def _require_no_conditions(self) -> None:
+        """For unconditional layers: ``ValueError`` if ``dims_c`` was given."""
+        if self.dims_c:
+            raise ValueError(f"{self._name}: takes no conditions, got dims_c={list(self.dims_c)}")
+
+    def run_subnet(self, net: nn.Module, inp: Tensor, channels: int, what: str = "subnet") -> Tensor:
+        """``net(inp)``, checked to be ``(B, channels, H, W)`` at ``inp``'s batch and spatial size,
+        so that a wrong subnet fails with a message naming this layer instead of deep in torch."""
+        h = net(inp)
+        if not isinstance(h, Tensor) or h.dim() != 4 or h.shape[1] != channels or h.shape[2:] != inp.shape[2:]:
+            got = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
+            raise ValueError(
+                f"{self._name}: {what} must map {tuple(inp.shape)} to {(inp.shape[0], channels, *inp.shape[2:])}, "
+                f"got {got}"
+            )
+        return h

@@ -18,12 +18,11 @@ def _generator(seed: int | None) -> torch.Generator | None:
     return None if seed is None else torch.Generator().manual_seed(int(seed))
 
 
-def _image_dims(name: str, dims_in: Sequence[tuple[int, ...]], dims_c: Sequence[tuple[int, ...]]) -> int:
-    if len(dims_in) != 1 or len(dims_in[0]) != 3:
-        raise ValueError(f"{name}: dims_in must be [(C, H, W)], got {list(dims_in)}")
-    if dims_c:
-        raise ValueError(f"{name}: takes no conditions, got dims_c={list(dims_c)}")
-    return dims_in[0][0]
+def _image_channels(layer: FlowModule) -> int:
+    if len(layer.dims_in) != 1 or len(layer.dims_in[0]) != 3:
+        raise ValueError(f"{layer._name}: dims_in must be [(C, H, W)], got {list(layer.dims_in)}")
+    layer._require_no_conditions()
+    return layer.dims_in[0][0]
 
 
 class InvConv1x1(FlowModule):
@@ -73,7 +72,7 @@ class InvConv1x1(FlowModule):
         lu: bool = False,
     ):
         super().__init__(dims_in, dims_c)
-        channels = _image_dims("InvConv1x1", self.dims_in, self.dims_c)
+        channels = _image_channels(self)
         self.lu = bool(lu)
         dtype = torch.get_default_dtype()
         gaussian = torch.randn(channels, channels, generator=_generator(seed), dtype=torch.float64)
@@ -208,7 +207,7 @@ class FixedPermutation(FlowModule):
         seed: int | None = None,
     ):
         super().__init__(dims_in, dims_c)
-        channels = _image_dims("FixedPermutation", self.dims_in, self.dims_c)
+        channels = _image_channels(self)
         if kind == "reverse":
             perm = torch.arange(channels - 1, -1, -1)
         elif kind == "random":

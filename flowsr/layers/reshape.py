@@ -54,8 +54,7 @@ class Squeeze(FlowModule):
     def __init__(self, dims_in: Sequence[Sequence[int]], dims_c: Sequence[Sequence[int]] | None = None):
         super().__init__(dims_in, dims_c)
         _downsampled_dims("Squeeze", self.dims_in)
-        if self.dims_c:
-            raise ValueError(f"Squeeze: takes no conditions, got dims_c={self.dims_c}")
+        self._require_no_conditions()
 
     def forward(
         self, x: Sequence[Tensor], c: Sequence[Tensor] | None = None, rev: bool = False, jac: bool = True
@@ -116,8 +115,7 @@ class HaarDownsampling(FlowModule):
     def __init__(self, dims_in: Sequence[Sequence[int]], dims_c: Sequence[Sequence[int]] | None = None):
         super().__init__(dims_in, dims_c)
         _downsampled_dims("HaarDownsampling", self.dims_in)
-        if self.dims_c:
-            raise ValueError(f"HaarDownsampling: takes no conditions, got dims_c={self.dims_c}")
+        self._require_no_conditions()
         self.channels = self.dims_in[0][0]
         # Reuse FrEIA's kernel construction (rows 4c + band, +-1 entries); only its weights are kept.
         kernels = _FrEIAHaar([self.dims_in[0]], order_by_wavelet=True, rebalance=0.5).haar_weights.detach().clone()

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from FrEIA.framework import SequenceINN
 from FrEIA.modules import InvertibleModule
 from torch import Tensor, nn
 
-from flowsr.layers.base import FlowModule, check_finite, format_shape
+from flowsr.layers.base import FlowModule, batch_logdet, check_finite, format_shape
 
 __all__ = ["FlowSequence", "Inverse"]
 
@@ -19,17 +18,6 @@ Shape = tuple[int, ...]
 
 def _shape(s: Sequence[int]) -> Shape:
     return tuple(int(d) for d in s)
-
-
-def _as_batch_logdet(j: Any, ref: Tensor) -> Tensor:
-    """Normalise a module's log-det (tensor, 0-dim, ``(1,)``, Python / numpy number) to ``(B,)``."""
-    batch = ref.shape[0]
-    j = torch.as_tensor(j, device=ref.device)
-    if not j.is_floating_point() or (j.dim() == 0 and j.dtype != ref.dtype):
-        j = j.to(ref.dtype)
-    if j.numel() == 1:
-        return j.reshape(()).repeat(batch)
-    return j
 
 
 class FlowSequence(SequenceINN):
@@ -57,6 +45,9 @@ class FlowSequence(SequenceINN):
 
     Shapes: ``[(B, *dims)] -> [(B, *shapes[-1])]``; ``shapes`` holds every intermediate shape.
     """
+
+    #: whether the sequence rejects NaN / Inf inputs (see :func:`flowsr.layers.base.set_finite_checks`).
+    check_finite_inputs: bool = True
 
     def __init__(self, *dims: int):
         super().__init__(*dims, force_tuple_output=True)
@@ -160,7 +151,8 @@ class FlowSequence(SequenceINN):
                 f"FlowSequence: {'reverse ' if rev else ''}input must have shape {format_shape(expected)}, "
                 f"got {tuple(t.shape)}"
             )
-        check_finite("FlowSequence", "reverse input" if rev else "input", t)
+        if self.check_finite_inputs:
+            check_finite("FlowSequence", "reverse input" if rev else "input", t)
         c = [] if c is None else list(c)
         log_det = xs[0].new_zeros(xs[0].shape[0])
         order = range(len(self.module_list))
@@ -178,7 +170,7 @@ class FlowSequence(SequenceINN):
                 xs, j = module(xs, c=[c[k] for k in indices], rev=rev, jac=jac)
             xs = (xs,) if isinstance(xs, Tensor) else tuple(xs)
             if j is not None:
-                log_det = log_det + _as_batch_logdet(j, xs[0])
+                log_det = log_det + batch_logdet(j, xs[0])
         return xs, log_det
 
 
@@ -234,7 +226,7 @@ class Inverse(FlowModule):
         else:
             out, j = self.module(list(x), rev=not rev, jac=jac)
         out = (out,) if isinstance(out, Tensor) else tuple(out)
-        return out, _as_batch_logdet(0.0 if j is None else j, out[0])
+        return out, batch_logdet(0.0 if j is None else j, out[0])
 
     def output_dims(self, input_dims: Sequence[Sequence[int]]) -> list[Shape]:
         dims = [_shape(s) for s in input_dims]

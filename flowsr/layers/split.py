@@ -29,13 +29,7 @@ ScaleArg = str | ScaleFunction | Callable[[Tensor], Tensor]
 def _prior_params(layer: FlowModule, prior: nn.Module, scale: ScaleFunction, inputs: Sequence[Tensor], channels: int):
     """``(mu, l)`` from ``h = prior(cat(inputs))``: ``mu = h[:, 0::2]``, ``l = scale(h[:, 1::2])``."""
     inp = torch.cat(list(inputs), 1) if len(inputs) > 1 else inputs[0]
-    h = prior(inp)
-    if not isinstance(h, Tensor) or h.dim() != 4 or h.shape[1] != 2 * channels or h.shape[2:] != inp.shape[2:]:
-        got = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
-        raise ValueError(
-            f"{layer._name}: prior must map {tuple(inp.shape)} to {(inp.shape[0], 2 * channels, *inp.shape[2:])}, "
-            f"got {got}"
-        )
+    h = layer.run_subnet(prior, inp, 2 * channels, "prior")
     return h[:, 0::2], scale.log_scale(h[:, 1::2])
 
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowsr.layers.actnorm import ActNorm
+from flowsr.layers.registry import register_subnet
 
 __all__ = ["FCN", "RRDB", "ConvActNorm", "DenseBlock", "ResidualDenseBlock", "ZeroConv2d"]
 
@@ -193,3 +194,7 @@ class RRDB(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
+
+
+register_subnet("fcn", FCN, width="hidden")
+register_subnet("dense", DenseBlock, width="gc")

@@ -1,6 +1,20 @@
-"""Levels, the hierarchy builder and the model families built from it."""
+"""Levels, the hierarchy builder and the model families built from it.
 
-from flowsr.models.checkpoint import load, save
+Every family implements :class:`~flowsr.models.base.FlowSRModel` and is registered by name in
+:data:`FAMILIES` (:func:`register_family`, :func:`get_family`).
+"""
+
+from flowsr.models.base import (
+    FAMILIES,
+    FlowSRModel,
+    GeneratorNoise,
+    HierarchicalModel,
+    NoiseSource,
+    NonFiniteOutputError,
+    get_family,
+    register_family,
+)
+from flowsr.models.checkpoint import load, read_metadata, save
 from flowsr.models.encoders import EncoderSpec, RRDBEncoder
 from flowsr.models.hcflow import HCFlowRescaling, HCFlowSR, NLLOutput, hcflow_rescaling_spec, hcflow_sr_spec
 from flowsr.models.hierarchy import HierarchicalFlow, Level, build_hierarchy
@@ -9,28 +23,37 @@ from flowsr.models.spec import CouplingSpec, FeatureSpec, HierarchySpec, LatentS
 from flowsr.models.srflow import SRFlow, SRFlowSpec, make_srflow_spec, srflow_spec
 
 __all__ = [
+    "FAMILIES",
     "CouplingSpec",
+    "EncoderSpec",
     "FeatureSpec",
+    "FlowSRModel",
+    "GeneratorNoise",
     "HCFlowRescaling",
     "HCFlowSR",
     "HierarchicalFlow",
+    "HierarchicalModel",
     "HierarchySpec",
+    "IRN",
+    "IRNLosses",
     "LatentSpec",
     "Level",
     "NLLOutput",
-    "build_hierarchy",
-    "hcflow_rescaling_spec",
-    "hcflow_sr_spec",
-    "load",
-    "save",
-    "EncoderSpec",
+    "NoiseSource",
+    "NonFiniteOutputError",
     "RRDBEncoder",
     "SRFlow",
     "SRFlowSpec",
-    "make_srflow_spec",
-    "srflow_spec",
-    "IRN",
-    "IRNLosses",
+    "build_hierarchy",
+    "get_family",
+    "hcflow_rescaling_spec",
+    "hcflow_sr_spec",
     "irn_losses",
     "irn_spec",
+    "load",
+    "make_srflow_spec",
+    "read_metadata",
+    "register_family",
+    "save",
+    "srflow_spec",
 ]

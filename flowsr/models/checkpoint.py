@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -18,28 +19,11 @@ from safetensors.torch import save_file
 from torch import nn
 
 from flowsr.fileio import atomic_write
-from flowsr.models.hcflow import HCFlowRescaling, HCFlowSR
-from flowsr.models.irn import IRN
-from flowsr.models.srflow import SRFlow
+from flowsr.models.base import FAMILIES, get_family
 
-__all__ = ["FAMILIES", "register_family", "save", "load", "read_metadata"]
+__all__ = ["save", "load", "read_metadata", "model_info"]
 
 FORMAT = "flowsr/1"
-
-#: model family name -> class with ``family``, ``config()`` and ``from_config(config)``.
-FAMILIES: dict[str, type[nn.Module]] = {}
-
-
-def register_family(cls: type[nn.Module]) -> type[nn.Module]:
-    """Make a model class loadable by :func:`load` (usable as a class decorator)."""
-    FAMILIES[cls.family] = cls
-    return cls
-
-
-register_family(HCFlowSR)
-register_family(HCFlowRescaling)
-register_family(SRFlow)
-register_family(IRN)
 
 
 def save(model: nn.Module, path: str | os.PathLike, extra: dict[str, str] | None = None) -> Path:
@@ -50,7 +34,14 @@ def save(model: nn.Module, path: str | os.PathLike, extra: dict[str, str] | None
     if getattr(model, "family", None) not in FAMILIES:
         raise ValueError(f"cannot save {type(model).__name__}: not a registered flowsr model family")
     path = Path(path)
-    metadata = {"format": FORMAT, "family": model.family, "config": json.dumps(model.config()), **(extra or {})}
+    metadata = {
+        "format": FORMAT,
+        "family": model.family,
+        "task": model.task,
+        "scale": str(model.scale),
+        "config": json.dumps(model.config()),
+        **(extra or {}),
+    }
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
     return path
@@ -68,13 +59,32 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a model saved with :func:`save`; returned in eval mode on ``device``."""
     metadata = read_metadata(path)
-    family = metadata["family"]
-    if family not in FAMILIES:
-        raise ValueError(f"{path}: unknown model family {family!r}; known: {sorted(FAMILIES)}")
-    model = FAMILIES[family].from_config(json.loads(metadata["config"]))
+    try:
+        cls = get_family(metadata.get("family", "<missing>"))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    model = cls.from_config(json.loads(metadata["config"]))
     state = {}
     with safe_open(os.fspath(path), framework="pt", device=str(device)) as f:
         for key in f.keys():
             state[key] = f.get_tensor(key)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
+
+
+def model_info(path: str | os.PathLike) -> dict[str, Any]:
+    """``{"family", "task", "scale"}`` of a flowsr checkpoint without loading its weights.
+
+    Files written by flowsr 0.1 carry only the family and config: the model is then built
+    (untrained) from the config to answer.
+    """
+    metadata = read_metadata(path)
+    try:
+        cls = get_family(metadata.get("family", "<missing>"))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    if "scale" in metadata:
+        scale = int(metadata["scale"])
+    else:
+        scale = int(cls.from_config(json.loads(metadata["config"])).scale)
+    return {"family": cls.family, "task": cls.task, "scale": scale}

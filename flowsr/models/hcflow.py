@@ -9,15 +9,17 @@ Super-Resolution and Image Rescaling", ICCV 2021.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from flowsr.layers.base import check_finite, finite_checks, sum_except_batch
+from flowsr.layers.base import check_finite, sum_except_batch
 from flowsr.layers.quantization import dequantize, quantize
-from flowsr.models.base import HierarchicalModel
+from flowsr.models.base import HierarchicalModel, NoiseSource, preset_scale, register_family
 from flowsr.models.spec import CouplingSpec, FeatureSpec, HierarchySpec, LatentSpec
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "NLLOutput",
     "hcflow_sr_spec",
     "hcflow_rescaling_spec",
+    "standard_normal_logp",
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -38,10 +41,11 @@ def standard_normal_logp(z: Tensor) -> Tensor:
 
 @dataclass
 class NLLOutput:
-    """Result of :meth:`HCFlowSR.nll`; every field is per sample ``(B,)`` except ``lr``.
+    """Result of an SR model's ``nll``; every field is per sample ``(B,)`` except ``lr``.
 
     ``nll`` is in the official HCFlow/SRFlow unit, bits per *pixel* (``-log p / (ln 2 H W)``,
-    channels not counted); ``bits_per_dim`` divides by ``C H W`` instead.
+    channels not counted); ``bits_per_dim`` divides by ``C H W`` instead. With dequantisation the
+    density of a continuous variable can exceed 1, so both can be negative.
     """
 
     nll: Tensor
@@ -51,65 +55,17 @@ class NLLOutput:
     lr: Tensor
 
 
-class _HCFlowBase(HierarchicalModel):
-    family = "hcflow"
-
-    def latent_shapes(self, lr_size: Sequence[int], batch: int = 1) -> list[tuple[int, ...]]:
-        """Shapes of the latents ``[z_{L-1}, ..., z_0]`` for an LR image of spatial size ``lr_size``."""
-        h, w = (int(s) * self.scale for s in lr_size[-2:])
-        dims = self.flow.output_dims([(self.spec.in_channels, h, w)])
-        return [(batch, *d) for d in dims[1:]]
-
-    def _check_latents(self, y: Tensor, zs: Sequence[Tensor]) -> None:
-        name = type(self).__name__
-        expected = self.latent_shapes(y.shape[2:], y.shape[0])
-        if len(zs) != len(expected):
-            raise ValueError(f"{name}: expected {len(expected)} latents (deepest level first), got {len(zs)}")
-        for i, (z, shape) in enumerate(zip(zs, expected)):
-            if not isinstance(z, Tensor) or tuple(z.shape) != shape:
-                got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-                raise ValueError(f"{name}: latent {i} (deepest first) must have shape {shape}, got {got}")
-            check_finite(name, f"latent {i}", z)
-
-    # -- the bijection -----------------------------------------------------------------------
-    def encode(self, x: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
-        """HR ``x`` -> ``(y, zs, logdet)``: raw LR (not clamped), whitened latents deepest level
-        first, and the per-sample log-determinant of ``x -> (y, zs)`` (whitening included)."""
-        self._check_image(x, "HR image", self.spec.in_channels, self.scale)
-        with finite_checks(False):
-            outs, logdet, _ = self.flow.encode(x)
-        return outs[0], outs[1:], logdet
-
-    def decode(self, y: Tensor, zs: Sequence[Tensor]) -> Tensor:
-        """Exact inverse of :meth:`encode` (no clamping)."""
-        self._check_image(y, "LR image", self.spec.out_channels, 1)
-        self._check_latents(y, zs)
-        with finite_checks(False):
-            x, _ = self.flow.decode(y, zs)
-        return x
-
-    def sample_latents(self, lr: Tensor, temperature: float, generator: torch.Generator | None = None) -> list[Tensor]:
-        """Gaussian latents ``eps * temperature`` for ``lr`` (deepest level first)."""
-        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
-            raise ValueError(f"{type(self).__name__}: temperature must be a finite number >= 0, got {temperature!r}")
-        return [
-            torch.randn(shape, generator=generator, device=lr.device, dtype=lr.dtype) * temperature
-            for shape in self.latent_shapes(lr.shape[2:], lr.shape[0])
-        ]
-
-    def _generate(self, lr: Tensor, temperature: float, n: int, generator: torch.Generator | None) -> Tensor:
-        self._check_image(lr, "LR image", self.spec.out_channels, 1)
-        if n < 1:
-            raise ValueError(f"{type(self).__name__}: n must be >= 1, got {n}")
-        batch = lr.repeat(n, 1, 1, 1) if n > 1 else lr
-        zs = self.sample_latents(batch, temperature, generator)
-        with finite_checks(False):
-            x, _ = self.flow.decode(lr, zs)  # n latents per LR: the LR-only features are computed once
-        x = x.clamp(0, 1)
-        return x if n == 1 else x.reshape(n, *lr.shape[:1], *x.shape[1:])
+def _weight(losses: Mapping[str, Any], name: str, default: float = 0.0) -> float:
+    value = losses.get(name, default)
+    return default if value is None else float(value)
 
 
-class HCFlowSR(_HCFlowBase):
+def _terms(names: Sequence[str], losses: Mapping[str, Any]) -> list[str]:
+    return [n for n in names if _weight(losses, n)]
+
+
+@register_family
+class HCFlowSR(HierarchicalModel):
     """HCFlow for super-resolution: samples diverse HR images for an LR image.
 
     Args:
@@ -117,9 +73,17 @@ class HCFlowSR(_HCFlowBase):
         quant: dequantisation levels of the NLL (64 for the official x4 model, 256 for x8).
         lr_log_std: log standard deviation of the Gaussian around the LR image that models
             ``y`` (an approximate Dirac; -6 in the official code).
+
+    Training objective (:meth:`training_losses`, the likelihood phase of an SR iteration):
+    ``nll * NLL(hr + U/quant | lr)`` (noise ``"dequant"``) plus ``lr_l1`` / ``lr_l2`` times the
+    L1 / MSE between the flow's 8-bit LR output and ``lr``.
     """
 
     family = "hcflow_sr"
+    task = "sr"
+    default_temperature = 0.8
+    objective_weights: ClassVar[tuple[str, ...]] = ("nll", "lr_l1", "lr_l2")
+    presets = ("x2", "x4", "x8", "x16")
 
     def __init__(self, spec: HierarchySpec, *, quant: int = 64, lr_log_std: float = -6.0):
         super().__init__(spec)
@@ -129,15 +93,9 @@ class HCFlowSR(_HCFlowBase):
     def config(self) -> dict:
         return {**super().config(), "quant": self.quant, "lr_log_std": self.lr_log_std}
 
-    def sample(
-        self, lr: Tensor, temperature: float = 0.8, n: int = 1, generator: torch.Generator | None = None
-    ) -> Tensor:
-        """Sample HR images for ``lr`` at ``temperature``, clamped to [0, 1].
-
-        Returns ``(B, C, sH, sW)`` for ``n == 1`` and ``(n, B, C, sH, sW)`` otherwise. Latents are
-        drawn from ``generator`` when given, so results are reproducible.
-        """
-        return self._generate(lr, temperature, n, generator)
+    @classmethod
+    def preset_spec(cls, name: str) -> HierarchySpec:
+        return hcflow_sr_spec(preset_scale(cls, name))
 
     def nll(
         self, hr: Tensor, lr: Tensor, noise: Tensor | None = None, generator: torch.Generator | None = None
@@ -148,19 +106,14 @@ class HCFlowSR(_HCFlowBase):
         draw); the LR term is a Gaussian of std ``exp(lr_log_std)`` around ``lr`` evaluated at
         the straight-through 8-bit quantised flow output.
         """
-        self._check_image(hr, "HR image", self.spec.in_channels, self.scale)
-        self._check_image(lr, "LR image", self.spec.out_channels, 1)
-        expected = (hr.shape[0], self.spec.out_channels, hr.shape[2] // self.scale, hr.shape[3] // self.scale)
-        if tuple(lr.shape) != expected:
-            raise ValueError(
-                f"HCFlowSR: LR image must have shape {expected} for an HR image of shape {tuple(hr.shape)} "
-                f"(scale {self.scale}), got {tuple(lr.shape)}"
-            )
-        if noise is not None and noise.shape != hr.shape:
-            raise ValueError(f"HCFlowSR: noise must have the HR shape {tuple(hr.shape)}, got {tuple(noise.shape)}")
+        self.check_pair(hr, lr)
+        if noise is not None:
+            if not isinstance(noise, Tensor) or noise.shape != hr.shape:
+                got = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
+                raise ValueError(f"HCFlowSR: noise must have the HR shape {tuple(hr.shape)}, got {got}")
+            check_finite(self._name, "noise", noise)
         x, logdet = dequantize(hr, self.quant, noise=noise, generator=generator)
-        with finite_checks(False):
-            outs, flow_logdet, _ = self.flow.encode(x)
+        outs, flow_logdet, _ = self.flow.encode(x)
         y, zs = outs[0], outs[1:]
         logdet = logdet + flow_logdet + sum(standard_normal_logp(z) for z in zs)
         y_q = quantize(y)
@@ -170,21 +123,79 @@ class HCFlowSR(_HCFlowBase):
         nll = -(logdet + logp_lr) / (math.log(2.0) * pixels)
         return NLLOutput(nll=nll, bits_per_dim=nll / hr.shape[1], logdet=logdet, logp_lr=logp_lr, lr=y_q)
 
+    @classmethod
+    def loss_terms(cls, losses: Mapping[str, Any]) -> list[str]:
+        return _terms(cls.objective_weights, losses)
 
-class HCFlowRescaling(_HCFlowBase):
+    def training_losses(
+        self, hr: Tensor, lr: Tensor, noise: NoiseSource, losses: Mapping[str, Any]
+    ) -> dict[str, Tensor]:
+        """``nll`` (logged unweighted: the batch-mean NLL in bits per pixel), ``lr_l1``, ``lr_l2``
+        (weighted) and ``total = nll_weight * nll + lr_l1 + lr_l2``."""
+        out = self.nll(hr, lr, noise=noise.uniform("dequant", hr.shape[1:]))
+        nll = out.nll.mean()
+        terms = {"nll": nll}
+        total = _weight(losses, "nll") * nll
+        for name, loss in (("lr_l1", F.l1_loss), ("lr_l2", F.mse_loss)):
+            if _weight(losses, name):
+                terms[name] = _weight(losses, name) * loss(out.lr, lr)
+                total = total + terms[name]
+        terms["total"] = total
+        return terms
+
+
+@register_family
+class HCFlowRescaling(HierarchicalModel):
     """HCFlow for image rescaling: downscale an HR image to a visually valid LR image, and
-    upscale it back with sampled high-frequency latents."""
+    upscale it back with sampled high-frequency latents.
+
+    Training objective (:meth:`training_losses`, hcflow-spec §6.3): ``y, zs = encode(hr)``,
+    ``lr_c = clamp(y, 0, 1)``; ``lr_l2 * MSE(lr_c, lr)`` (+ ``lr_l1 * L1``),
+    ``z_l2 * mean(cat(zs)^2)``, ``hr_l1 * L1(clamp(decode(Q(lr_c), eps), 0, 1), hr)``
+    (+ ``hr_l2 * MSE``), with ``eps`` drawn at ``hr_temperature`` (default 1; noise ``"rescale"``).
+    """
 
     family = "hcflow_rescaling"
+    task = "rescaling"
+    default_temperature = 1.0
+    objective_weights: ClassVar[tuple[str, ...]] = ("lr_l2", "lr_l1", "z_l2", "hr_l1", "hr_l2")
+    presets = ("x2", "x4", "x8", "x16")
 
-    def downscale(self, hr: Tensor, quantize_8bit: bool = True) -> Tensor:
-        """HR -> LR: the flow output clamped to [0, 1] and (by default) rounded to 8 bits."""
-        y, _, _ = self.encode(hr)
-        return quantize(y) if quantize_8bit else y.clamp(0, 1)
+    @classmethod
+    def preset_spec(cls, name: str) -> HierarchySpec:
+        return hcflow_rescaling_spec(preset_scale(cls, name))
 
-    def upscale(self, lr: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-        """LR -> HR with latents drawn at ``temperature``, clamped to [0, 1]."""
-        return self._generate(lr, temperature, 1, generator)
+    @classmethod
+    def loss_terms(cls, losses: Mapping[str, Any]) -> list[str]:
+        terms = _terms(cls.objective_weights, losses)
+        if not terms:
+            raise ValueError("HCFlowRescaling: every loss weight (lr_l2, lr_l1, z_l2, hr_l1, hr_l2) is 0")
+        return terms
+
+    def training_losses(
+        self, hr: Tensor, lr: Tensor, noise: NoiseSource, losses: Mapping[str, Any]
+    ) -> dict[str, Tensor]:
+        w = {name: _weight(losses, name) for name in self.loss_terms(losses)}
+        temperature = _weight(losses, "hr_temperature", 1.0)
+        eps = noise.normal("rescale", [s[1:] for s in self.latent_shapes(lr.shape[-2:], 1)], temperature)
+        y, zs, _ = self.encode(hr)
+        lr_c = y.clamp(0, 1)
+        terms: dict[str, Tensor] = {}
+        if "lr_l2" in w:
+            terms["lr_l2"] = w["lr_l2"] * F.mse_loss(lr_c, lr)
+        if "lr_l1" in w:
+            terms["lr_l1"] = w["lr_l1"] * F.l1_loss(lr_c, lr)
+        if "z_l2" in w:
+            terms["z_l2"] = w["z_l2"] * torch.mean(torch.cat([z.flatten() for z in zs]) ** 2)
+        if "hr_l1" in w or "hr_l2" in w:
+            # no input check on the model's own LR: a diverging model's NaN reaches the loss
+            sr = self._decode_unchecked(quantize(lr_c), eps).clamp(0, 1)
+            if "hr_l1" in w:
+                terms["hr_l1"] = w["hr_l1"] * F.l1_loss(sr, hr)
+            if "hr_l2" in w:
+                terms["hr_l2"] = w["hr_l2"] * F.mse_loss(sr, hr)
+        terms["total"] = sum(terms.values())
+        return terms
 
 
 # -- presets -------------------------------------------------------------------------------

@@ -26,32 +26,45 @@ levels deepest first, recomputing each feature from the already reconstructed de
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from flowsr.layers.base import FlowModule
-from flowsr.layers.coupling import AffineCoupling, InvBlockExp, ThreeShiftCoupling
+from flowsr.layers.base import FlowModule, check_finite, set_finite_checks
+from flowsr.layers.registry import StepInfo, check_options, get_coupling, get_subnet
 from flowsr.layers.reshape import HaarDownsampling, Squeeze
 from flowsr.layers.sequence import FlowSequence
 from flowsr.layers.split import GaussianWhitening
 from flowsr.layers.step import FlowStep
-from flowsr.layers.subnets import FCN, DenseBlock, ZeroConv2d
+from flowsr.layers.subnets import ZeroConv2d
 from flowsr.models.features import HierarchicalFeatures, KeptPart
 from flowsr.models.spec import CouplingSpec, HierarchySpec
 
-__all__ = ["HierarchicalFlow", "Level", "build_hierarchy"]
+__all__ = ["HierarchicalFlow", "Level", "build_hierarchy", "make_step"]
+
+SubnetConstructor = Callable[[int, int], nn.Module]
 
 
-def _subnet(spec: CouplingSpec):
-    if spec.subnet == "fcn":
-        return functools.partial(FCN, hidden=spec.hidden, weight_std=spec.init_std)
+def _subnet(spec: CouplingSpec) -> SubnetConstructor:
+    """The subnet constructor the spec names, with its width (and ``init_std``) bound."""
+    constructor, width = get_subnet(spec.subnet)
+    kwargs = {width: spec.hidden}
     if spec.init_std is not None:
-        raise ValueError(f"CouplingSpec.init_std is only supported by the 'fcn' subnet, not {spec.subnet!r}")
-    if spec.subnet == "dense":
-        return functools.partial(DenseBlock, gc=spec.hidden)
-    raise ValueError(f"unknown subnet {spec.subnet!r}; expected 'fcn' or 'dense'")
+        check_options(f"subnet {spec.subnet!r}", constructor, {"weight_std": spec.init_std}, (width,))
+        kwargs["weight_std"] = spec.init_std
+    return functools.partial(constructor, **kwargs)
+
+
+def _coupling_options(spec: CouplingSpec) -> dict[str, Any]:
+    """The coupling's own keyword options: ``spec.options`` plus ``scale`` when the spec sets it."""
+    options = dict(spec.options)
+    if spec.scale is not None:
+        if "scale" in options:
+            raise ValueError("CouplingSpec: give the scale function either as 'scale' or in 'options', not both")
+        options["scale"] = spec.scale
+    return options
 
 
 def make_step(
@@ -66,35 +79,26 @@ def make_step(
 ) -> FlowStep:
     """One flow step (ActNorm -> permutation -> [injector] -> coupling) from a coupling spec.
 
-    ``index`` is the step's position in its level (HCFlow's three-shift coupling alternates its
-    direction with it); ``lr_channels`` are the leading "LR" channels the three-shift and IRN
-    couplings treat specially; ``cond_shape`` the condition of the coupling and injector.
+    ``index`` and ``lr_channels`` are passed to the coupling's
+    :meth:`~flowsr.layers.CouplingBase.for_step` (HCFlow's three-shift coupling alternates its
+    direction with the index; it and IRN's coupling split at the LR channels); ``cond_shape`` is
+    the condition of the coupling and injector.
     """
-    subnet = _subnet(coupling) if coupling.kind != "none" else None
-    kinds = {
-        "affine": (AffineCoupling, {"subnet_constructor": subnet, "scale": coupling.scale}),
-        "three_shift": (
-            ThreeShiftCoupling,
-            {"subnet_constructor": subnet, "n_lr": lr_channels, "lr_to_others": index % 2 == 0},
-        ),
-        "inv_block_exp": (InvBlockExp, {"subnet_constructor": subnet, "split_len": lr_channels}),
-        "none": (None, None),
-    }
-    if coupling.kind not in kinds:
-        raise ValueError(f"unknown coupling kind {coupling.kind!r}; expected one of {sorted(kinds)}")
     if coupling.injector and cond_shape is None:
         raise ValueError("an affine injector needs an external condition (HierarchySpec.condition_channels > 0)")
-    cls, kwargs = kinds[coupling.kind]
-    injector = {"subnet_constructor": subnet, "scale": coupling.scale} if coupling.injector else None
-    return FlowStep(
-        [shape],
-        [cond_shape] if cond_shape is not None else None,
-        actnorm=actnorm,
-        permutation=permutation,
-        coupling=cls,
-        coupling_kwargs=kwargs,
-        injector_kwargs=injector,
-    )
+    cond = [cond_shape] if cond_shape is not None else None
+    if coupling.kind == "none":
+        layer = None
+    else:
+        cls, subnet = get_coupling(coupling.kind), _subnet(coupling)
+        info = StepInfo(index=index, lr_channels=lr_channels)
+        layer = cls.for_step([shape], cond, subnet_constructor=subnet, step=info, options=_coupling_options(coupling))
+    injector = None
+    if coupling.injector:
+        injector = {"subnet_constructor": _subnet(coupling)}
+        if coupling.scale is not None:
+            injector["scale"] = coupling.scale
+    return FlowStep([shape], cond, actnorm=actnorm, permutation=permutation, coupling=layer, injector_kwargs=injector)
 
 
 class Level(nn.Module):
@@ -125,6 +129,16 @@ class Level(nn.Module):
         self.features = features
         self.latent = latent
         self.conditioned = conditioned
+
+    def body_layer(self, p: int) -> nn.Module:
+        """Layer ``p`` of the body: 0 is the squeeze, ``1 ..`` the flow steps in order."""
+        return self.body.module_list[p]
+
+    def latent_layer(self, k: int) -> nn.Module:
+        """Layer ``k`` of the latent flow: its conditional steps in order, then the whitening prior."""
+        if self.latent is None:
+            raise IndexError("this level has no latent flow")
+        return self.latent.module_list[k]
 
     def run_body(self, h: Tensor, cond: Tensor | None, rev: bool) -> tuple[Tensor, Tensor]:
         (out,), j = self.body([h], c=[cond] if self.conditioned else None, rev=rev)
@@ -159,6 +173,9 @@ class HierarchicalFlow(FlowModule):
             raise ValueError(
                 f"HierarchicalFlow: {n_cond} conditioned level(s) but {len(self.dims_c)} condition shape(s)"
             )
+        # The hierarchy is the boundary: it (or the model around it) checks inputs for NaN / Inf
+        # once, so the layers inside do not read every tensor again.
+        set_finite_checks(self, False, include_self=False)
 
     def _level_conditions(self, c: Sequence[Tensor] | None) -> list[Tensor | None]:
         c = list(c or [])
@@ -275,6 +292,8 @@ class HierarchicalFlow(FlowModule):
                     f"HierarchicalFlow: condition {i} must have shape (B={x.shape[0]}, {shape[0]}, H, W), "
                     f"got {tuple(t.shape)}"
                 )
+            if self.check_finite_inputs:
+                check_finite("HierarchicalFlow", f"condition {i}", t)
         return c
 
 

@@ -21,16 +21,17 @@ So ``encode`` is the official forward ``HR -> cat(y, z)`` and ``decode`` the off
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from flowsr.layers.base import check_finite, finite_checks
 from flowsr.layers.quantization import quantize
-from flowsr.models.base import HierarchicalModel
+from flowsr.models.base import HierarchicalModel, NoiseSource, register_family
+from flowsr.models.base import preset_scale as _preset_scale
 from flowsr.models.spec import CouplingSpec, FeatureSpec, HierarchySpec, LatentSpec
 
 __all__ = ["IRN", "IRNLosses", "irn_losses", "irn_spec"]
@@ -78,13 +79,14 @@ def irn_spec(
         squeeze="haar",
         actnorm=False,
         permutation="none",
-        coupling=CouplingSpec(kind="inv_block_exp", subnet="dense", hidden=gc, scale="tanh_clamp"),
+        coupling=CouplingSpec(kind="inv_block_exp", subnet="dense", hidden=gc),
         keep=[0] * (levels - 1) + [None],
         latent=LatentSpec(steps=0, prior="none"),
         features=FeatureSpec(kind="none"),
     )
 
 
+@register_family
 class IRN(HierarchicalModel):
     """IRN-like invertible rescaling: ``HR <-> (LR y, latent z)`` with ``z`` at LR size.
 
@@ -93,11 +95,29 @@ class IRN(HierarchicalModel):
             split at inner levels, one split at the last level and no latent flow or learned
             prior is accepted (e.g. another coupling or a checkerboard squeeze: "IRN-like").
 
+    The one latent ``z`` is ``(B, 3 * 4^L - 3, H / s, W / s)``; ``encode`` is the official
+    forward ``HR -> cat(y, z)`` (log-det per sample; the official code reports its batch mean),
+    ``decode`` the official reverse, ``upscale`` samples ``z ~ N(0, T^2 I)`` (official T = 1).
+    Training objective: :func:`irn_losses` with ``irn_fit`` / ``irn_rec`` / ``irn_ce``
+    (``None``: official), the latent of the reverse pass drawn as noise ``"irn"``.
+
     Attributes:
         flow: the :class:`~flowsr.models.hierarchy.HierarchicalFlow` ``[x] -> [y, z]``.
     """
 
     family = "irn"
+    task = "rescaling"
+    default_temperature = 1.0
+    objective_weights: ClassVar[tuple[str, ...]] = ("irn_fit", "irn_rec", "irn_ce")
+    presets = ("x2", "x4", "x8", "x16")
+
+    @classmethod
+    def preset_spec(cls, name: str) -> HierarchySpec:
+        return irn_spec(_preset_scale(cls, name))
+
+    @classmethod
+    def shrink_spec(cls, spec: HierarchySpec) -> HierarchySpec:
+        return dataclasses.replace(spec, steps=1, coupling=dataclasses.replace(spec.coupling, hidden=4))
 
     def __init__(self, spec: HierarchySpec):
         if spec.condition_channels:
@@ -120,80 +140,25 @@ class IRN(HierarchicalModel):
             )
         super().__init__(spec)
 
-    def latent_shape(self, lr_size: Sequence[int], batch: int = 1) -> tuple[int, ...]:
-        """Shape ``(batch, C_z, h, w)`` of the latent for an LR image of spatial size ``lr_size``."""
-        h, w = (int(s) * self.scale for s in lr_size[-2:])
-        return (batch, *self.flow.output_dims([(self.spec.in_channels, h, w)])[1])
+    @classmethod
+    def loss_terms(cls, losses: Mapping[str, Any]) -> list[str]:
+        return ["fit", "ce", "rec"]
 
-    def _as_latent(self, y: Tensor, zs: Sequence[Tensor] | Tensor, what: str = "latent") -> Tensor:
-        if isinstance(zs, Tensor):
-            z = zs
-        elif isinstance(zs, (list, tuple)) and len(zs) == 1:
-            z = zs[0]
-        else:
-            n = len(zs) if isinstance(zs, (list, tuple)) else type(zs).__name__
-            raise ValueError(f"IRN: expected one latent (a one-element list, or a tensor), got {n}")
-        expected = self.latent_shape(y.shape[2:], y.shape[0])
-        if not isinstance(z, Tensor) or tuple(z.shape) != expected:
-            got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-            raise ValueError(
-                f"IRN: {what} must have shape {expected} for an LR image of shape {tuple(y.shape)}, got {got}"
-            )
-        check_finite("IRN", what, z)
-        return z
-
-    # -- the bijection -----------------------------------------------------------------------
-    def encode(self, hr: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
-        """HR -> ``(y, [z], logdet)``: the raw LR image (neither clamped nor rounded), the latent
-        ``(B, 3 * 4^L - 3, H / s, W / s)`` and the per-sample log-determinant ``(B,)`` of the
-        bijection (Haar layers included; the official code reports its batch mean)."""
-        self._check_image(hr, "HR image", self.spec.in_channels, self.scale)
-        with finite_checks(False):
-            outs, logdet, _ = self.flow.encode(hr)
-        return outs[0], [outs[1]], logdet
-
-    def decode(self, y: Tensor, zs: Sequence[Tensor] | Tensor) -> Tensor:
-        """Exact inverse of :meth:`encode` (the official reverse pass; no clamping)."""
-        self._check_image(y, "LR image", self.spec.out_channels, 1)
-        z = self._as_latent(y, zs)
-        with finite_checks(False):
-            x, _ = self.flow.decode(y, [z])
-        return x
-
-    # -- rescaling ---------------------------------------------------------------------------
-    def downscale(self, hr: Tensor, quantize_8bit: bool = True) -> Tensor:
-        """HR -> LR image: ``y`` rounded to 8 bits (``round(clamp(y, 0, 1) * 255) / 255``, the
-        official test-time LR, straight-through gradient), or only clamped to [0, 1]."""
-        y, _, _ = self.encode(hr)
-        return quantize(y) if quantize_8bit else y.clamp(0, 1)
-
-    def sample_latent(self, lr: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-        """``z ~ N(0, temperature^2 I)`` of the shape that goes with ``lr``."""
-        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
-            raise ValueError(f"IRN: temperature must be a finite number >= 0, got {temperature!r}")
-        shape = self.latent_shape(lr.shape[2:], lr.shape[0])
-        return torch.randn(shape, generator=generator, device=lr.device, dtype=lr.dtype) * temperature
-
-    def upscale(
-        self,
-        lr: Tensor,
-        z: Tensor | None = None,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        clamp: bool = True,
-    ) -> Tensor:
-        """LR -> HR: the reverse pass on ``cat(lr, z)``.
-
-        ``z`` defaults to a draw from ``N(0, temperature^2 I)`` (from ``generator`` when given,
-        so results are reproducible; the official test uses temperature 1); an explicit ``z`` is
-        used as given. The output is clamped to [0, 1] (as the official evaluation does when it
-        saves images) unless ``clamp=False``, which returns the raw official reverse output.
-        """
-        self._check_image(lr, "LR image", self.spec.out_channels, 1)
-        z = self.sample_latent(lr, temperature, generator) if z is None else self._as_latent(lr, z, "z")
-        with finite_checks(False):
-            x, _ = self.flow.decode(lr, [z])
-        return x.clamp(0, 1) if clamp else x
+    def training_losses(
+        self, hr: Tensor, lr: Tensor, noise: NoiseSource, losses: Mapping[str, Any]
+    ) -> dict[str, Tensor]:
+        z = noise.normal("irn", [s[1:] for s in self.latent_shapes(lr.shape[-2:], 1)], 1.0)
+        w = {k: losses.get(k) for k in self.objective_weights}
+        out = irn_losses(
+            self,
+            hr,
+            lr,
+            z,
+            lambda_fit=w["irn_fit"],
+            lambda_rec=1.0 if w["irn_rec"] is None else w["irn_rec"],
+            lambda_ce=1.0 if w["irn_ce"] is None else w["irn_ce"],
+        )
+        return {"fit": out.l_forw_fit, "ce": out.l_forw_ce, "rec": out.l_back_rec, "total": out.total}
 
 
 @dataclass
@@ -227,7 +192,7 @@ def irn_losses(
     model: IRN,
     hr: Tensor,
     lr_ref: Tensor,
-    z: Tensor | None = None,
+    zs: Sequence[Tensor] | None = None,
     *,
     lambda_fit: float | None = None,
     lambda_rec: float = 1.0,
@@ -243,7 +208,7 @@ def irn_losses(
         hr: HR batch ``(B, C, H, W)``.
         lr_ref: reference LR ``(B, out_channels, H / s, W / s)`` (official: MATLAB bicubic of the
             float HR, neither rounded nor clamped).
-        z: the latent of the reverse pass; default ``gaussian_scale * N(0, I)`` from ``generator``.
+        zs: ``[z]``, the latent of the reverse pass; default ``gaussian_scale * N(0, I)`` from ``generator``.
         lambda_fit: LR-guidance weight; default ``scale^2`` (official 4 / 16 / 64 for x2 / x4 / x8).
         lambda_rec: HR-reconstruction weight (official 1).
         lambda_ce: latent weight (official 1).
@@ -252,7 +217,7 @@ def irn_losses(
     if not isinstance(model, IRN):
         raise ValueError(f"irn_losses: model must be an IRN, got {type(model).__name__}")
     y, (z_fwd,), _ = model.encode(hr)
-    model._check_image(lr_ref, "reference LR", model.spec.out_channels, 1)
+    model.check_image(lr_ref, "reference LR")
     if lr_ref.shape != y.shape:
         raise ValueError(
             f"IRN: reference LR must have shape {tuple(y.shape)} for an HR image of shape {tuple(hr.shape)} "
@@ -263,12 +228,11 @@ def irn_losses(
     batch = hr.shape[0]
     l_forw_fit = lambda_fit * torch.mean(torch.sum((y - lr_ref) ** 2, (1, 2, 3)))
     l_forw_ce = lambda_ce * torch.sum(z_fwd.reshape(batch, -1) ** 2) / batch
-    if z is None:
-        z_sample = model.sample_latent(y, gaussian_scale, generator)
-    else:
-        z_sample = model._as_latent(y, z, "z")
-    with finite_checks(False):
-        x_hat, _ = model.flow.decode(quantize(y), [z_sample])
+    y_q = quantize(y)
+    # The LR is the model's own output: no input check on it (a diverging model's NaN must reach
+    # the loss, where a trainer skips the step), only on the latents.
+    zs = model.sample_latents(y, gaussian_scale, generator) if zs is None else model.check_latents(y_q, zs)
+    x_hat = model._decode_unchecked(y_q, list(zs))
     diff = hr - x_hat
     l_back_rec = lambda_rec * torch.mean(torch.sum(torch.sqrt(diff * diff + CHARBONNIER_EPS), (1, 2, 3)))
-    return IRNLosses(l_forw_fit, l_forw_ce, l_back_rec, lr=y, z=z_fwd, z_sample=z_sample, hr_rec=x_hat)
+    return IRNLosses(l_forw_fit, l_forw_ce, l_back_rec, lr=y, z=z_fwd, z_sample=zs[0], hr_rec=x_hat)

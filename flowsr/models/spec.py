@@ -29,27 +29,47 @@ def _per_level(value: int | list[int] | None, levels: int, name: str) -> list[in
 
 @dataclass
 class CouplingSpec:
-    """One coupling layer family and its subnet.
+    """One coupling layer and its subnet, by registered name (:mod:`flowsr.layers.registry`).
 
     Attributes:
-        kind: ``"affine"`` (AffineCoupling), ``"three_shift"`` (HCFlow's Affine3shift, alternating
-            with the step index), ``"inv_block_exp"`` (IRN), or ``"none"`` (ActNorm + permutation only).
-        subnet: ``"fcn"`` (Glow/HCFlow FCN with a zero-initialised output conv) or ``"dense"``
-            (DenseBlock).
-        hidden: hidden width of the FCN, or growth channels of the DenseBlock.
-        scale: log-scale function name (``"atan"``, ``"sigmoid"``, ``"tanh_clamp"``, ``"exp"``).
+        kind: a registered coupling: ``"affine"`` (:class:`~flowsr.layers.AffineCoupling`),
+            ``"three_shift"`` (HCFlow's Affine3shift, alternating with the step index),
+            ``"inv_block_exp"`` (IRN), any coupling registered with
+            :func:`~flowsr.layers.register_coupling`, or ``"none"`` (ActNorm + permutation only).
+        subnet: a registered subnet: ``"fcn"`` (Glow/HCFlow FCN with a zero-initialised output
+            conv) or ``"dense"`` (DenseBlock), or one added with :func:`~flowsr.layers.register_subnet`.
+        hidden: the subnet's width (FCN hidden channels, DenseBlock growth channels).
+        scale: log-scale function name (``"atan"``, ``"sigmoid"``, ``"tanh_clamp"``, ``"exp"``)
+            of the coupling and of the injector; ``None`` keeps each layer's default. Passed to the
+            coupling as its ``scale`` option: a coupling without one (IRN's) rejects it.
         injector: precede the coupling by an affine injector conditioned on the external
             condition alone (SRFlow); needs ``HierarchySpec.condition_channels > 0``.
-        init_std: initialise the FCN's hidden convs from N(0, init_std^2) (SRFlow: 0.05);
-            ``None`` keeps the subnet's default (``xavier_normal_ * 0.1``, HCFlow). FCN only.
+        init_std: initialise the subnet's hidden convs from N(0, init_std^2) (SRFlow: 0.05)
+            through its ``weight_std`` argument; ``None`` keeps the subnet's default.
+        options: the coupling layer's own keyword options (e.g. ``{"clamp": 2.0}`` for
+            ``inv_block_exp``, ``{"order": "scale_shift"}`` for ``affine``), checked against its
+            constructor: an option the layer does not have is an error.
     """
 
     kind: str = "affine"
     subnet: str = "fcn"
     hidden: int = 64
-    scale: str = "atan"
+    scale: str | None = None
     injector: bool = False
     init_std: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CouplingSpec:
+        d = dict(d)
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"CouplingSpec: unknown keys {sorted(unknown)}")
+        # Specs saved by flowsr 0.1 always carried a scale; for IRN's coupling and for steps
+        # without a coupling it named the fixed behaviour, which is now simply the default.
+        if (d.get("kind"), d.get("scale")) in (("inv_block_exp", "tanh_clamp"),) or d.get("kind") == "none":
+            d["scale"] = None
+        return cls(**d)
 
 
 @dataclass
@@ -118,7 +138,9 @@ class HierarchySpec:
         keep: channels kept at each split (per-level list); ``None`` entries mean the default:
             half of the channels (floor) at inner levels and ``out_channels`` at the last level;
             ``0`` disables the split at that level (everything goes on).
-        out_channels: channels of ``y`` at the last level (3: the LR image).
+        out_channels: channels of ``y`` at the last level (3: the LR image); also what couplings
+            that treat the leading "LR" channels specially take as their ``split_len``
+            (:class:`~flowsr.layers.registry.StepInfo` ``lr_channels``).
         latent: the conditional flow on split-off parts.
         features: the feature extractor conditioning it.
     """
@@ -192,13 +214,13 @@ class HierarchySpec:
         if unknown:
             raise ValueError(f"HierarchySpec: unknown keys {sorted(unknown)}")
         if isinstance(d.get("coupling"), dict):
-            d["coupling"] = CouplingSpec(**d["coupling"])
+            d["coupling"] = CouplingSpec.from_dict(d["coupling"])
         if isinstance(d.get("features"), dict):
             d["features"] = FeatureSpec(**d["features"])
         if isinstance(d.get("latent"), dict):
             lat = dict(d["latent"])
             if isinstance(lat.get("coupling"), dict):
-                lat["coupling"] = CouplingSpec(**lat["coupling"])
+                lat["coupling"] = CouplingSpec.from_dict(lat["coupling"])
             d["latent"] = LatentSpec(**lat)
         return cls(**d)
 

@@ -20,19 +20,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import yaml
 from torch import Tensor, nn
 
-from flowsr.layers.base import check_finite, finite_checks
+from flowsr.layers.base import check_finite
 from flowsr.layers.quantization import dequantize
+from flowsr.models.base import HierarchicalModel, NoiseSource, register_family
 from flowsr.models.encoders import EncoderSpec, RRDBEncoder, feature_name
 from flowsr.models.hcflow import NLLOutput, standard_normal_logp
-from flowsr.models.hierarchy import build_hierarchy
 from flowsr.models.spec import CouplingSpec, FeatureSpec, HierarchySpec, LatentSpec
 
 __all__ = ["SRFlow", "SRFlowSpec", "SRFLOW_PRESETS", "make_srflow_spec", "srflow_spec"]
@@ -160,7 +160,8 @@ def srflow_spec(preset: str = "DF2K_4X") -> SRFlowSpec:
     return make_srflow_spec(**SRFLOW_PRESETS[preset])
 
 
-class SRFlow(nn.Module):
+@register_family
+class SRFlow(HierarchicalModel):
     """SRFlow super-resolution: a conditional flow ``HR <-> latents`` given the LR image.
 
     Args:
@@ -169,156 +170,92 @@ class SRFlow(nn.Module):
 
     Children: ``encoder`` (:class:`~flowsr.models.encoders.RRDBEncoder`), ``flow`` (the
     :class:`~flowsr.models.hierarchy.HierarchicalFlow`) and ``unused_conv`` (never called; see
-    :class:`SRFlowSpec`).
+    :class:`SRFlowSpec`). The LR image conditions the flow through :meth:`conditions` (the
+    encoder features of every level); every flow output is a latent.
 
     Latents are ordered deepest first: ``[z, eps_{s_k}, ..., eps_{s_1}]`` -- the final latent
     (all channels of the last level, ``(B, C_L, H / 2^L, W / 2^L)``), then the whitened
     split-off parts of the split levels from the deepest to the HR-side one. (The official code
     lists them the other way round: HR-side split first, ``z`` last.)
 
-    LR sizes must be even (the deepest level works at LR/2); the official test script
-    reflect-pads the LR bottom/right to even size and crops the SR output.
+    LR sizes must be even (``lr_multiple`` 2: the deepest level works at LR/2); the official test
+    script reflect-pads the LR bottom/right to even size and crops the SR output.
+
+    Training objective: ``nll * NLL(hr | lr)`` without dequantisation (official).
     """
 
     family = "srflow"
+    task = "sr"
+    default_temperature = 0.9
+    lr_is_flow_output = False
+    lr_multiple_reason = (
+        "the deepest flow level works at LR/2; pad the LR image (the official test script reflect-pads "
+        "bottom/right by one pixel) and crop the output"
+    )
+    has_unused_parameters = True  # unused_conv (kept only so official checkpoints load key for key)
+    objective_weights: ClassVar[tuple[str, ...]] = ("nll",)
+    presets = tuple(SRFLOW_PRESETS)
 
     def __init__(self, spec: SRFlowSpec, *, quant: int = 32):
-        super().__init__()
         if isinstance(spec, dict):
             spec = SRFlowSpec.from_dict(spec)
-        self.spec = spec
         self.quant = int(quant)
         if self.quant < 1:
             raise ValueError(f"SRFlow: quant must be >= 1, got {quant}")
+        super().__init__(spec)
         flow = spec.flow
         self.encoder = RRDBEncoder.from_spec(spec.encoder, flow.in_channels, flow.in_channels, spec.scale)
-        self.flow = build_hierarchy(flow)
         if spec.unused_conv_channels:
             self.unused_conv = nn.Conv2d(flow.condition_channels, spec.unused_conv_channels, 3, 1, 1)
         else:
             self.unused_conv = None
 
     @property
-    def scale(self) -> int:
-        return self.spec.scale
+    def flow_spec(self) -> HierarchySpec:
+        return self.spec.flow
+
+    @classmethod
+    def preset_spec(cls, name: str) -> SRFlowSpec:
+        return srflow_spec(name)
+
+    @classmethod
+    def spec_from_dict(cls, d: dict) -> SRFlowSpec:
+        return SRFlowSpec.from_dict(d)
+
+    @classmethod
+    def shrink_spec(cls, spec: SRFlowSpec) -> SRFlowSpec:
+        return make_srflow_spec(spec.scale, K=1, extra_steps=1, hidden=8, nf=8, nb=2, gc=4, blocks=(0, 1))
 
     @property
     def levels(self) -> int:
         return self.spec.flow.levels
 
     def config(self) -> dict:
-        """Everything besides the weights needed to rebuild the model (see :mod:`flowsr.models.checkpoint`)."""
-        return {"spec": self.spec.to_dict(), "quant": self.quant}
-
-    @classmethod
-    def from_config(cls, config: dict) -> SRFlow:
-        """Inverse of :meth:`config`."""
-        config = dict(config)
-        return cls(SRFlowSpec.from_dict(config.pop("spec")), **config)
-
-    # -- validation ------------------------------------------------------------------------
-    def _check_image(self, x: Tensor, what: str) -> None:
-        channels = self.spec.flow.in_channels
-        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != channels:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"SRFlow: {what} must have shape (B, {channels}, H, W), got {shape}")
-        check_finite("SRFlow", what, x)
-
-    def _check_lr(self, lr: Tensor) -> None:
-        self._check_image(lr, "LR image")
-        if lr.shape[2] % 2 or lr.shape[3] % 2:
-            raise ValueError(
-                f"SRFlow: LR size {tuple(lr.shape[2:])} must be even in both directions (the deepest flow level "
-                f"works at LR/2); pad the LR image (the official test script reflect-pads bottom/right by one pixel) "
-                f"and crop the output"
-            )
-
-    def _check_pair(self, hr: Tensor, lr: Tensor) -> None:
-        self._check_image(hr, "HR image")
-        self._check_lr(lr)
-        expected = (lr.shape[0], hr.shape[1], lr.shape[2] * self.scale, lr.shape[3] * self.scale)
-        if tuple(hr.shape) != expected:
-            raise ValueError(
-                f"SRFlow: HR image must have shape {expected} for an LR image of shape {tuple(lr.shape)} "
-                f"(scale {self.scale}), got {tuple(hr.shape)}"
-            )
-
-    def latent_shapes(self, lr_size: Sequence[int], batch: int = 1) -> list[tuple[int, ...]]:
-        """Shapes of the latents ``[z, eps ...]`` (deepest first) for an LR image of size ``lr_size``."""
-        h, w = (int(s) * self.scale for s in lr_size[-2:])
-        return [(batch, *d) for d in self.flow.output_dims([(self.spec.flow.in_channels, h, w)])]
-
-    def _check_latents(self, lr: Tensor, zs: Sequence[Tensor]) -> None:
-        expected = self.latent_shapes(lr.shape[2:], lr.shape[0])
-        if isinstance(zs, Tensor) or len(zs) != len(expected):
-            got = "a tensor" if isinstance(zs, Tensor) else len(zs)
-            raise ValueError(
-                f"SRFlow: expected a list of {len(expected)} latents [z, eps...] (deepest level first), got {got}"
-            )
-        for i, (z, shape) in enumerate(zip(zs, expected)):
-            if not isinstance(z, Tensor) or tuple(z.shape) != shape:
-                got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-                raise ValueError(f"SRFlow: latent {i} (deepest first) must have shape {shape}, got {got}")
-            check_finite("SRFlow", f"latent {i}", z)
+        return {**super().config(), "quant": self.quant}
 
     # -- conditioning ------------------------------------------------------------------------
-    def conditions(self, lr: Tensor) -> list[Tensor]:
+    def conditions(self, lr: Tensor | None) -> list[Tensor]:
         """The encoder features that condition flow levels ``0 .. L-1`` (HR side first)."""
-        self._check_lr(lr)
-        with finite_checks(False):
-            return self.encoder.level_features(lr, self.levels)
+        if lr is None:
+            raise ValueError("SRFlow: the flow is conditioned on the LR image; give it")
+        return self.encoder.level_features(lr, self.levels)
 
     def feature_names(self) -> list[str]:
         """Official names of the features conditioning levels ``0 .. L-1`` (``fea_up2``, ``fea_up1``, ...)."""
         return [feature_name(l, self.levels) for l in range(self.levels)]
 
-    # -- the bijection -----------------------------------------------------------------------
-    def encode(self, hr: Tensor, lr: Tensor) -> tuple[list[Tensor], Tensor]:
-        """``(hr, lr) -> (zs, logdet)``: latents deepest first ``[z, eps ...]`` and the per-sample
-        log-determinant of ``hr -> zs`` given ``lr`` (whitening of the split priors included;
-        no Gaussian term, no dequantisation constant)."""
-        self._check_pair(hr, lr)
-        cond = self.conditions(lr)
-        with finite_checks(False):
-            outs, logdet, _ = self.flow.encode(hr, c=cond)
-        return list(outs), logdet
+    # -- training ----------------------------------------------------------------------------
+    @classmethod
+    def loss_terms(cls, losses: Mapping[str, Any]) -> list[str]:
+        return ["nll"] if losses.get("nll") else []
 
-    def decode(self, lr: Tensor, zs: Sequence[Tensor]) -> Tensor:
-        """Exact inverse of :meth:`encode`: ``(lr, [z, eps ...]) -> hr`` (not clamped)."""
-        self._check_lr(lr)
-        self._check_latents(lr, zs)
-        cond = self.conditions(lr)
-        with finite_checks(False):
-            x, _ = self.flow.decode(zs[0], zs[1:], c=cond)
-        return x
-
-    def sample_latents(self, lr: Tensor, temperature: float, generator: torch.Generator | None = None) -> list[Tensor]:
-        """Gaussian latents ``N(0, I) * temperature`` for ``lr`` (deepest level first)."""
-        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
-            raise ValueError(f"SRFlow: temperature must be a finite number >= 0, got {temperature!r}")
-        return [
-            torch.randn(shape, generator=generator, device=lr.device, dtype=lr.dtype) * temperature
-            for shape in self.latent_shapes(lr.shape[2:], lr.shape[0])
-        ]
-
-    def sample(
-        self, lr: Tensor, temperature: float = 0.9, n: int = 1, generator: torch.Generator | None = None
-    ) -> Tensor:
-        """Sample HR images for ``lr`` at ``temperature`` (official default 0.9), clamped to [0, 1].
-
-        Returns ``(B, C, sH, sW)`` for ``n == 1`` and ``(n, B, C, sH, sW)`` otherwise; latents are
-        drawn from ``generator`` when given (reproducible).
-        """
-        self._check_lr(lr)
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"SRFlow: n must be an int >= 1, got {n!r}")
-        batch = lr.repeat(n, 1, 1, 1) if n > 1 else lr
-        zs = self.sample_latents(batch, temperature, generator)
-        cond = [c.repeat(n, 1, 1, 1) if n > 1 else c for c in self.conditions(lr)]  # encode each LR once
-        with finite_checks(False):
-            x, _ = self.flow.decode(zs[0], zs[1:], c=cond)
-        x = x.clamp(0, 1)
-        return x if n == 1 else x.reshape(n, *lr.shape[:1], *x.shape[1:])
+    def training_losses(
+        self, hr: Tensor, lr: Tensor, noise: NoiseSource, losses: Mapping[str, Any]
+    ) -> dict[str, Tensor]:
+        """``nll`` (logged unweighted, bits per pixel, no dequantisation as officially) and
+        ``total = nll_weight * nll``."""
+        nll = self.nll(hr, lr).nll.mean()
+        return {"nll": nll, "total": float(losses.get("nll") or 0.0) * nll}
 
     def nll(
         self,
@@ -342,7 +279,7 @@ class SRFlow(nn.Module):
         ``log p(hr | lr)`` (dequantisation constant + log-det + Gaussian terms), ``logp_lr`` is 0
         (the LR image is a condition, not modelled) and ``lr`` is the conditioning LR image.
         """
-        self._check_pair(hr, lr)
+        self.check_pair(hr, lr)
         if noise is not None:
             if not isinstance(noise, Tensor) or noise.shape != hr.shape:
                 got = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
@@ -355,9 +292,7 @@ class SRFlow(nn.Module):
             x, logdet = dequantize(hr, self.quant, noise=noise, generator=generator, centred=True)
         else:
             x, logdet = hr, hr.new_zeros(hr.shape[0])
-        cond = self.conditions(lr)
-        with finite_checks(False):
-            outs, flow_logdet, _ = self.flow.encode(x, c=cond)
+        outs, flow_logdet, _ = self.flow.encode(x, c=self.conditions(lr))
         logdet = logdet + flow_logdet + sum(standard_normal_logp(z) for z in outs)
         pixels = hr.shape[2] * hr.shape[3]
         nll = -logdet / (math.log(2.0) * pixels)

@@ -22,6 +22,8 @@ from typing import Any, Union
 
 import yaml
 
+from flowsr.models.base import get_family
+
 __all__ = [
     "CheckpointConfig",
     "ConfigError",
@@ -40,9 +42,10 @@ __all__ = [
     "load_config",
 ]
 
-FAMILIES = ("hcflow_sr", "hcflow_rescaling", "srflow", "irn")
-SR_FAMILIES = ("hcflow_sr", "srflow")
-RESCALING_FAMILIES = ("hcflow_rescaling", "irn")
+#: loss weights of the SR phases the trainer runs on samples (every SR family has them).
+SR_PHASE_WEIGHTS = ("hr_l1", "hr_l2", "perceptual", "gan")
+#: every loss weight of :class:`LossConfig` (the rest of its fields are options).
+LOSS_WEIGHTS = ("nll", "hr_l1", "hr_l2", "lr_l1", "lr_l2", "z_l2", "perceptual", "gan", "irn_fit", "irn_rec", "irn_ce")
 
 
 class ConfigError(ValueError):
@@ -301,7 +304,10 @@ class TrainingConfig:
     def validate(self) -> TrainingConfig:
         """Check values that the types alone do not; raises :class:`ConfigError`."""
         m, d, l, o, t = self.model, self.data, self.losses, self.optim, self.train
-        _choice("model.family", m.family, FAMILIES)
+        try:
+            family = get_family(m.family)
+        except ValueError as e:
+            raise ConfigError(f"config: model.family: {e}") from None
         _choice("model.actnorm_init", m.actnorm_init, ("all", "latent", "none"))
         if m.spec is None and m.preset is None:
             raise ConfigError("config: model needs a 'preset' or a 'spec'")
@@ -311,22 +317,25 @@ class TrainingConfig:
         if self.val.data is not None:
             _check_data("val.data", self.val.data)
         _choice("val.metric", self.val.metric, ("psnr_y", "psnr", "nll"))
-        if self.val.metric == "nll" and m.family not in SR_FAMILIES:
+        if self.val.metric == "nll" and family.task != "sr":
             raise ConfigError(f"config: val.metric 'nll' needs an SR model family, not {m.family!r}")
         _choice("losses.perceptual_criterion", l.perceptual_criterion, ("l1", "l2"))
         _choice("losses.gan_type", l.gan_type, ("vanilla", "lsgan"))
         for name in ("nll", "hr_l1", "hr_l2", "lr_l1", "lr_l2", "z_l2", "perceptual", "gan"):
             if getattr(l, name) < 0:
                 raise ConfigError(f"config: losses.{name} must be >= 0, got {getattr(l, name)}")
-        if m.family in RESCALING_FAMILIES and (l.perceptual or l.gan):
+        # Every non-zero weight must be one the family's objective or (SR) the SR phases use.
+        used = set(family.objective_weights) | (set(SR_PHASE_WEIGHTS) if family.task == "sr" else set())
+        unused = [n for n in LOSS_WEIGHTS if getattr(l, n) and n not in used]
+        if unused:
             raise ConfigError(
-                f"config: losses.perceptual / losses.gan are only supported for SR families, not {m.family!r}"
+                f"config: the {m.family} family does not use losses.{', losses.'.join(unused)}; "
+                f"set {'them' if len(unused) > 1 else 'it'} to 0 (it uses: {', '.join(sorted(used))})"
             )
-        if m.family == "irn" and (l.nll or l.hr_l1 or l.hr_l2 or l.lr_l1 or l.lr_l2 or l.z_l2):
-            raise ConfigError(
-                "config: the irn family trains with the official IRN losses (losses.irn_fit / irn_rec / irn_ce); "
-                "set losses.nll, hr_l1, hr_l2, lr_l1, lr_l2 and z_l2 to 0"
-            )
+        try:
+            family.loss_terms(dataclasses.asdict(l))
+        except ValueError as e:
+            raise ConfigError(f"config: losses: {e}") from None
         if len(o.betas) != 2:
             raise ConfigError(f"config: optim.betas must be two numbers, got {o.betas}")
         if len(self.discriminator.betas) != 2:

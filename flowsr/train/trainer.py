@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -37,6 +38,7 @@ import re
 import sys
 import time
 import warnings
+import zlib
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Sequence
@@ -53,10 +55,9 @@ from torch import Tensor, nn
 from flowsr.fileio import atomic_write
 from flowsr.layers.actnorm import ActNorm, skip_data_init
 from flowsr.models import checkpoint as model_checkpoint
+from flowsr.models.base import GeneratorNoise, NonFiniteOutputError, get_family
 from flowsr.train.build import build_model
 from flowsr.train.config import (
-    RESCALING_FAMILIES,
-    SR_FAMILIES,
     ConfigError,
     TrainingConfig,
     config_from_dict,
@@ -64,7 +65,7 @@ from flowsr.train.config import (
     load_config,
 )
 from flowsr.train.data import PatchDataset, StepBatchSampler, ValDataset, collate, make_train_loader
-from flowsr.train.losses import GANLoss, PerceptualLoss, VGGDiscriminator, hcflow_rescaling_losses, pixel_loss
+from flowsr.train.losses import GANLoss, PerceptualLoss, VGGDiscriminator, pixel_loss
 
 __all__ = ["Trainer", "StepNoise", "TrainingError", "latest_checkpoint"]
 
@@ -73,6 +74,14 @@ _CKPT_RE = re.compile(r"^iter_(\d+)\.pt$")
 
 # Tags of the per-iteration random streams (StepNoise).
 _DEQUANT, _PIXEL, _SAMPLE, _RESCALE, _IRN, _VAL = 1, 2, 3, 4, 5, 6
+#: the stream of each named draw (families name theirs; fixed numbers keep runs reproducible)
+_TAGS = {"dequant": _DEQUANT, "pixel": _PIXEL, "sample": _SAMPLE, "rescale": _RESCALE, "irn": _IRN}
+
+
+def _tag(name: str | int) -> int:
+    if isinstance(name, int):
+        return name
+    return _TAGS.get(name, 0x100 + zlib.crc32(name.encode()) % 0xFFFF)
 
 
 class TrainingError(RuntimeError):
@@ -134,17 +143,17 @@ class StepNoise:
         self.seed, self.step, self.batch, self.slots, self.device = seed, step, batch, slots, device
         self.dtype = dtype
 
-    def _generator(self, tag: int) -> torch.Generator:
-        return torch.Generator().manual_seed(_derive_seed(self.seed, 0x5EED, self.step, tag))
+    def _generator(self, tag: str | int) -> torch.Generator:
+        return torch.Generator().manual_seed(_derive_seed(self.seed, 0x5EED, self.step, _tag(tag)))
 
     def _slice(self, t: Tensor) -> Tensor:
         return t[self.slots.start : self.slots.stop].to(self.device, self.dtype)
 
-    def uniform(self, tag: int, shape: Sequence[int]) -> Tensor:
+    def uniform(self, tag: str | int, shape: Sequence[int]) -> Tensor:
         """``U[0, 1)`` of per-sample ``shape``."""
         return self._slice(torch.rand((self.batch, *shape), generator=self._generator(tag)))
 
-    def normal(self, tag: int, shapes: Sequence[Sequence[int]], temperature: float) -> list[Tensor]:
+    def normal(self, tag: str | int, shapes: Sequence[Sequence[int]], temperature: float) -> list[Tensor]:
         """``N(0, temperature^2)`` tensors of the per-sample ``shapes`` (zeros at temperature 0)."""
         if temperature == 0:
             return [torch.zeros((len(self.slots), *s), device=self.device, dtype=self.dtype) for s in shapes]
@@ -162,30 +171,11 @@ class _Generator(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, task: str, *args: Any, **kwargs: Any) -> Any:
-        m = self.model
-        if task == "nll":
-            hr, lr, noise = args
-            out = m.nll(hr, lr, noise=noise)
-            return out.nll.mean(), out.lr
-        if task == "sample":
-            lr, eps = args
-            return m.decode(lr, eps).clamp(0, 1)
-        if task == "rescaling":
-            hr, lr, eps = args
-            return hcflow_rescaling_losses(m, hr, lr, eps, **kwargs)
-        if task == "irn":
-            from flowsr.models.irn import irn_losses
-
-            hr, lr, z = args
-            out = irn_losses(m, hr, lr, z, **kwargs)
-            return {"fit": out.l_forw_fit, "ce": out.l_forw_ce, "rec": out.l_back_rec, "total": out.total}
-        raise ValueError(f"unknown task {task!r}")
+    def forward(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.model, method)(*args, **kwargs)
 
 
 def _sample_latent_shapes(model: nn.Module, lr_hw: Sequence[int]) -> list[tuple[int, ...]]:
-    if getattr(model, "family", None) == "irn":
-        return [tuple(model.latent_shape(lr_hw, 1)[1:])]
     return [tuple(s[1:]) for s in model.latent_shapes(lr_hw, 1)]
 
 
@@ -310,7 +300,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else cfg.run_dir()
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.family = cfg.model.family
-        self.is_sr = self.family in SR_FAMILIES
+        self.is_sr = get_family(self.family).task == "sr"
 
         seed_everything(cfg.train.seed)
         self.dtype = getattr(torch, cfg.train.dtype)
@@ -364,7 +354,7 @@ class Trainer:
         self.train_set = PatchDataset(cfg.data, self.scale, cfg.train.seed)
         self.val_set = None
         if cfg.val.every and cfg.val.data is not None:
-            multiple = self.scale * (2 if self.family == "srflow" else 1)
+            multiple = self.scale * self.model.lr_multiple
             self.val_set = ValDataset(cfg.val.data, self.scale, multiple, cfg.val.max_images)
 
         self.iteration = 0
@@ -381,18 +371,16 @@ class Trainer:
     # -- configuration-derived ----------------------------------------------------------------
     def _term_names(self) -> list[str]:
         l = self.cfg.losses
-        if self.family == "irn":
-            return ["fit", "ce", "rec"]
-        if self.family in RESCALING_FAMILIES:
-            names = [n for n in ("lr_l2", "lr_l1", "z_l2", "hr_l1", "hr_l2") if getattr(l, n)]
+        names = list(self.model.loss_terms(self._loss_weights()))
+        if not self.is_sr:
             return names
-        names = []
-        if l.nll:
-            names.append("nll")
-        names += [n for n in ("lr_l1", "lr_l2", "hr_l1", "hr_l2", "perceptual") if getattr(l, n)]
+        names += [n for n in ("hr_l1", "hr_l2", "perceptual") if getattr(l, n)]
         if l.gan:
             names += ["gan_g", "d_real", "d_fake"]
         return names
+
+    def _loss_weights(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.cfg.losses)
 
     @property
     def world_batch_slots(self) -> range:
@@ -710,14 +698,9 @@ class Trainer:
         self.log(f"iteration {step}: skipped the {why}")
 
     # -- the iteration ----------------------------------------------------------------------------
-    def _latents(self, noise: StepNoise, tag: int, lr: Tensor, temperature: float) -> list[Tensor]:
+    def _latents(self, noise: StepNoise, tag: str, lr: Tensor, temperature: float) -> list[Tensor]:
         shapes = _sample_latent_shapes(self.model, lr.shape[-2:])
         return noise.normal(tag, shapes, temperature)
-
-    def _dequant_noise(self, noise: StepNoise, hr: Tensor) -> Tensor | None:
-        if self.family == "hcflow_sr":
-            return noise.uniform(_DEQUANT, hr.shape[1:])
-        return None  # SRFlow trains without dequantisation (official)
 
     def _train_step(self, step: int, batch: dict) -> dict:
         hr, lr = batch["hr"], batch["lr"]
@@ -734,18 +717,9 @@ class Trainer:
         return rec
 
     def _rescaling_step(self, step: int, hr: Tensor, lr: Tensor, noise: StepNoise, rec: dict) -> None:
-        l = self.cfg.losses
         self.opt_g.zero_grad(set_to_none=False)
         g = self._ddp_g or self._g
-        if self.family == "irn":
-            z = self._latents(noise, _IRN, lr, 1.0)[0]
-            kwargs = {"lambda_fit": l.irn_fit, "lambda_rec": 1.0 if l.irn_rec is None else l.irn_rec}
-            kwargs["lambda_ce"] = 1.0 if l.irn_ce is None else l.irn_ce
-            terms = g("irn", hr, lr, z, **kwargs)
-        else:
-            eps = self._latents(noise, _RESCALE, lr, self.hr_temperature)
-            weights = {k: getattr(l, k) for k in ("lr_l2", "lr_l1", "z_l2", "hr_l1", "hr_l2")}
-            terms = g("rescaling", hr, lr, eps, **weights)
+        terms = g("training_losses", hr, lr, noise, self._loss_weights())
         for k, v in terms.items():
             rec["loss" if k == "total" else k] = float(v.detach())
         self._g_step(terms["total"], "loss", step)
@@ -761,21 +735,16 @@ class Trainer:
             # (a) NLL step (plus optional LR terms on the flow's LR output)
             if not self.cfg.train.legacy_grad_leak:
                 self.opt_g.zero_grad(set_to_none=False)
-            if l.nll or l.lr_l1 or l.lr_l2:
-                nll, lr_out = g("nll", hr, lr, self._dequant_noise(noise, hr))
-                loss = l.nll * nll
-                rec["nll"] = float(nll.detach())
-                for name, crit in (("lr_l1", "l1"), ("lr_l2", "l2")):
-                    if getattr(l, name):
-                        term = getattr(l, name) * pixel_loss(lr_out, lr, crit)
-                        rec[name] = float(term.detach())
-                        loss = loss + term
+            if self.model.loss_terms(self._loss_weights()):
+                terms = g("training_losses", hr, lr, noise, self._loss_weights())
+                loss = terms.pop("total")
+                rec.update({k: float(v.detach()) for k, v in terms.items()})
                 total += float(loss.detach())
                 self._g_step(loss, "NLL", step)
             self.opt_g.zero_grad(set_to_none=False)
             # (b) pixel step on the sample at hr_temperature (the mean sample by default)
             if l.hr_l1 or l.hr_l2:
-                sr0 = g("sample", lr, self._latents(noise, _PIXEL, lr, self.hr_temperature))
+                sr0 = g("decode", lr, self._latents(noise, "pixel", lr, self.hr_temperature)).clamp(0, 1)
                 loss = 0.0
                 for name, crit in (("hr_l1", "l1"), ("hr_l2", "l2")):
                     if getattr(l, name):
@@ -787,7 +756,7 @@ class Trainer:
             # (c) perceptual + GAN step on a sample at sample_temperature
             if self.perceptual is not None or gan:
                 self.opt_g.zero_grad(set_to_none=False)
-                sr_t = g("sample", lr, self._latents(noise, _SAMPLE, lr, l.sample_temperature))
+                sr_t = g("decode", lr, self._latents(noise, "sample", lr, l.sample_temperature)).clamp(0, 1)
                 loss = 0.0
                 if self.perceptual is not None:
                     term = l.perceptual * self.perceptual(sr_t, hr)
@@ -807,7 +776,7 @@ class Trainer:
                 p.requires_grad_(True)
             if sr_t is None:
                 with torch.no_grad():
-                    sr_t = self._g("sample", lr, self._latents(noise, _SAMPLE, lr, l.sample_temperature))
+                    sr_t = self.model.decode(lr, self._latents(noise, "sample", lr, l.sample_temperature)).clamp(0, 1)
             self.opt_d.zero_grad(set_to_none=False)
             dnet = self._ddp_d or self.disc
             l_real = self.gan_loss(dnet(hr), True)
@@ -837,9 +806,9 @@ class Trainer:
         noise = StepNoise(self.cfg.train.seed, step, b, range(b), self.device, self.dtype)
         self.model.train()
         if self.is_sr:
-            self.model.nll(hr, lr, noise=self._dequant_noise(noise, hr))
+            self.model.training_losses(hr, lr, noise, self._loss_weights())
         else:
-            self.model.encode(hr)
+            self.model.encode(hr, lr)
         self.log(f"ActNorm data initialisation on the first batch ({b} samples)")
 
     # -- validation ---------------------------------------------------------------------------------
@@ -860,26 +829,23 @@ class Trainer:
                 hr, lr = item["hr"][None].to(self.device, self.dtype), item["lr"][None].to(self.device, self.dtype)
                 gen = torch.Generator(device=self.device).manual_seed(_derive_seed(self.cfg.train.seed, _VAL, i))
                 if v.metric == "nll":
-                    noise = torch.rand(hr.shape, generator=gen, device=self.device, dtype=self.dtype)
-                    values.append(float(self.model.nll(hr, lr, noise=self._maybe_noise(noise)).nll.mean()))
+                    noise = GeneratorNoise(1, gen, dtype=self.dtype)
+                    values.append(float(self.model.training_losses(hr, lr, noise, {"nll": 1.0})["nll"]))
                     continue
-                if self.is_sr:
-                    sr = self.model.sample(lr, temperature=temperature, generator=gen)
-                elif self.family == "irn":
-                    sr = self.model.upscale(self.model.downscale(hr), temperature=temperature, generator=gen)
-                else:
-                    sr = self.model.upscale(self.model.downscale(hr), temperature=temperature, generator=gen)
+                try:
+                    if self.is_sr:
+                        sr = self.model.sample(lr, temperature=temperature, generator=gen)
+                    else:
+                        sr = self.model.upscale(self.model.downscale(hr), temperature=temperature, generator=gen)
+                except NonFiniteOutputError:
+                    values.append(float("nan"))
+                    continue
                 y = v.metric == "psnr_y"
                 sr, hr = sr[0].float().cpu(), hr[0].float().cpu()
                 values.append(float(metrics.psnr(sr, hr, crop_border=self.scale, y_channel=y)))
         finally:
             self.model.train()
         return float(np.mean(values)) if values else None
-
-    def _maybe_noise(self, noise: Tensor) -> Tensor | None:
-        if self.family == "hcflow_sr":
-            return noise
-        return None
 
     def _improved(self, metric: str, value: float) -> bool:
         if not _finite(value):
@@ -912,7 +878,7 @@ class Trainer:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        self._ddp_g = DDP(self._g, device_ids=ids, find_unused_parameters=self.family == "srflow")
+        self._ddp_g = DDP(self._g, device_ids=ids, find_unused_parameters=self.model.has_unused_parameters)
         if self.disc is not None:
             self._ddp_d = DDP(self.disc, device_ids=ids)
 
