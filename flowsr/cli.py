@@ -685,7 +685,7 @@ Examples:
   flowsr test model.safetensors --data datasets/Set5 --temperature 0 0.9 --out test_out/"""
 
 _TRAIN_EPILOG = """\
-A recipe is a YAML file (see recipes/ and docs/training.md): model, data, losses, optimiser,
+A recipe is a YAML file (see flowsr/recipes/ and docs/training.md): model, data, losses, optimiser,
 schedule. The run folder (runs/<recipe name> unless --run-dir or train.run_dir) receives the log,
 a CSV of the losses, TensorBoard events, curves.png and checkpoints/ (iter_*.safetensors weights
 with *.pt training state, best.safetensors by the validation metric). Running the same command
@@ -693,9 +693,9 @@ again resumes from the latest checkpoint; when train.iterations is reached it do
 The *_tiny.yaml recipes run on a CPU in minutes.
 
 Examples:
-  flowsr train recipes/hcflow_rescaling_x4_tiny.yaml
-  flowsr train recipes/hcflow_sr_x4.yaml --set train.iterations=1000 --set data.batch_size=8
-  flowsr test recipes/hcflow_rescaling_x4_tiny.yaml      # evaluates the run's best checkpoint"""
+  flowsr train flowsr/recipes/hcflow_rescaling_x4_tiny.yaml
+  flowsr train flowsr/recipes/hcflow_sr_x4.yaml --set train.iterations=1000 --set data.batch_size=8
+  flowsr test flowsr/recipes/hcflow_rescaling_x4_tiny.yaml      # evaluates the run's best checkpoint"""
 
 _DEMO_EPILOG = """\
 Rescales the bundled sample images (downscale, then upscale from the 8-bit LR) with the bundled
@@ -704,7 +704,7 @@ PSNR/SSIM next to bicubic down+up and writes comparison grids and metrics tables
 Models come from flowsr/data/models/*.safetensors (each with a model card). Without bundled
 models, or with --untrained, a freshly initialised tiny model is used and the output says so:
 its numbers only show that the pipeline runs. --retrain first trains the models again with their
-recipes (recipes/hcflow_rescaling_x4_demo.yaml, recipes/hcflow_sr_x4_demo.yaml; about an hour
+recipes (flowsr/recipes/hcflow_rescaling_x4_demo.yaml, flowsr/recipes/hcflow_sr_x4_demo.yaml; about an hour
 each on 2 CPU cores) into OUT/runs/ and uses their last checkpoints.
 
 Examples:
@@ -850,7 +850,7 @@ def build_parser() -> argparse.ArgumentParser:
         _TRAIN_EPILOG,
         [common],
     )
-    p.add_argument("config", metavar="CONFIG", help="recipe YAML (see recipes/)")
+    p.add_argument("config", metavar="CONFIG", help="recipe YAML (see flowsr/recipes/)")
     p.add_argument(
         "--set",
         action="append",
@@ -867,7 +867,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--retrain",
         action="store_true",
-        help="first retrain the models with their recipes (recipes/*_demo.yaml, about an hour each on 2 cores)",
+        help="first retrain the models with their recipes (flowsr/recipes/*_demo.yaml, about an hour each on 2 cores)",
     )
     p.add_argument(
         "--retrain-iterations", type=int, default=None, metavar="N", help="with --retrain: train N iterations only"

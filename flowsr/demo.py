@@ -97,13 +97,13 @@ def tiny_sr_model(scale: int = 8, seed: int = 0) -> HCFlowSR:
     return HCFlowSR(spec, quant=256).eval()
 
 
-#: Recipes (in the repository's ``recipes/``) used by ``--retrain`` when a model does not name its own.
+#: Recipes (in ``flowsr/recipes``) used by ``--retrain`` when a model does not name its own.
 DEFAULT_RECIPES = {"rescaling": "hcflow_rescaling_x4_demo", "sr": "hcflow_sr_x4_demo"}
 
 
 def recipes_dir() -> Path:
-    """The repository's ``recipes/`` folder (next to the ``flowsr`` package in a checkout)."""
-    return Path(__file__).resolve().parent.parent / "recipes"
+    """The bundled recipes (``flowsr/recipes``, package data)."""
+    return Path(__file__).resolve().parent / "recipes"
 
 
 def retrain_models(

@@ -705,7 +705,7 @@ def test_flow_step_children(float64):
         FlowStep([(4, 2, 2)], permutation="shuffle")
     with pytest.raises(ValueError, match="^FlowStep: an affine injector needs conditions"):
         FlowStep([(4, 2, 2)], injector_kwargs={"subnet_constructor": FCN})
-    with pytest.raises(ValueError, match="^FlowStep: coupling_kwargs are only used to build a coupling class"):
+    with pytest.raises(ValueError, match="^FlowStep: coupling_kwargs given but coupling is None"):
         FlowStep([(4, 2, 2)], coupling_kwargs={"subnet_constructor": FCN})
 
 

@@ -1,4 +1,4 @@
-"""Every recipe in recipes/ loads, builds its model (the full ones shrunk) and trains one step."""
+"""Every recipe in flowsr/recipes/ loads, builds its model (the full ones shrunk) and trains one step."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from flowsr.train import Trainer, load_config
 from flowsr.train.losses import VGG19Features
 
-RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.yaml"))
+RECIPES = sorted((Path(__file__).resolve().parent.parent / "flowsr" / "recipes").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flowsr.layers.actnorm import ActNorm
@@ -25,9 +26,10 @@ class FlowStep(FlowModule):
         permutation: child ``permute``: ``"invconv"`` (:class:`InvConv1x1`), ``"lu"`` (its LU
             parametrisation), ``"reverse"`` / ``"random"`` (:class:`FixedPermutation`) or ``"none"``.
         coupling: a coupling class (e.g. :class:`AffineCoupling`, :class:`ThreeShiftCoupling`,
-            :class:`InvBlockExp`), built as ``coupling([shape], dims_c, **coupling_kwargs)``, or an
-            already built coupling with this step's ``dims_in`` / ``dims_c`` (child ``coupling``),
-            or ``None`` (SRFlow's ``noCoupling`` steps: ActNorm + 1x1 conv).
+            :class:`InvBlockExp`) or factory, built as ``coupling([shape], dims_c, **coupling_kwargs)``
+            after the other parts (so parameter initialisation draws from the RNG in the order
+            ActNorm, permutation, injector, coupling), child ``coupling``; or ``None`` (SRFlow's
+            ``noCoupling`` steps: ActNorm + 1x1 conv).
         coupling_kwargs: keyword hyper-parameters of the coupling (e.g. ``subnet_constructor``).
         injector_kwargs: if given, an :class:`AffineInjector` (child ``injector``) built with
             these keyword arguments and conditioned on the step's conditions runs before the
@@ -44,7 +46,7 @@ class FlowStep(FlowModule):
         *,
         actnorm: bool = True,
         permutation: str = "invconv",
-        coupling: type[FlowModule] | FlowModule | None = None,
+        coupling: Callable[..., FlowModule] | None = None,
         coupling_kwargs: dict[str, Any] | None = None,
         injector_kwargs: dict[str, Any] | None = None,
         seed: int | None = None,
@@ -63,21 +65,12 @@ class FlowStep(FlowModule):
             raise ValueError(
                 f"FlowStep: unknown permutation {permutation!r}; expected invconv, lu, reverse, random or none"
             )
-        if not isinstance(coupling, type) and coupling_kwargs:
-            raise ValueError("FlowStep: coupling_kwargs are only used to build a coupling class")
-        if isinstance(coupling, FlowModule) and (
-            list(coupling.dims_in) != dims or list(coupling.dims_c) != list(self.dims_c)
-        ):
-            raise ValueError(
-                f"FlowStep: the coupling was built for dims_in={list(coupling.dims_in)}, "
-                f"dims_c={list(coupling.dims_c)}; the step has dims_in={dims}, dims_c={list(self.dims_c)}"
-            )
+        if coupling is None and coupling_kwargs:
+            raise ValueError("FlowStep: coupling_kwargs given but coupling is None")
         if injector_kwargs is not None and not cond:
             raise ValueError("FlowStep: an affine injector needs conditions (dims_c)")
         self.injector = AffineInjector(dims, cond, **injector_kwargs) if injector_kwargs is not None else None
-        if isinstance(coupling, type):
-            coupling = coupling(dims, cond, **(coupling_kwargs or {}))
-        self.coupling = coupling
+        self.coupling = coupling(dims, cond, **(coupling_kwargs or {})) if coupling is not None else None
 
     def _parts(self):
         parts = [(self.actnorm, False), (self.permute, False), (self.injector, True), (self.coupling, True)]

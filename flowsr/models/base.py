@@ -418,7 +418,12 @@ class HierarchicalModel(FlowSRModel):
     def __init__(self, spec: Any):
         super().__init__()
         self.spec = spec
+        self._build_conditioning()
         self.flow: HierarchicalFlow = build_hierarchy(self.flow_spec)
+
+    def _build_conditioning(self) -> None:
+        """Hook: build the networks behind :meth:`conditions` (before the flow, so that parameter
+        initialisation draws from the RNG in a fixed order)."""
 
     @property
     def flow_spec(self) -> HierarchySpec:

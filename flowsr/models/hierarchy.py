@@ -87,12 +87,15 @@ def make_step(
     if coupling.injector and cond_shape is None:
         raise ValueError("an affine injector needs an external condition (HierarchySpec.condition_channels > 0)")
     cond = [cond_shape] if cond_shape is not None else None
-    if coupling.kind == "none":
-        layer = None
-    else:
-        cls, subnet = get_coupling(coupling.kind), _subnet(coupling)
-        info = StepInfo(index=index, lr_channels=lr_channels)
-        layer = cls.for_step([shape], cond, subnet_constructor=subnet, step=info, options=_coupling_options(coupling))
+    layer = None
+    if coupling.kind != "none":
+        cls = get_coupling(coupling.kind)
+        layer = functools.partial(
+            cls.for_step,
+            subnet_constructor=_subnet(coupling),
+            step=StepInfo(index=index, lr_channels=lr_channels),
+            options=_coupling_options(coupling),
+        )
     injector = None
     if coupling.injector:
         injector = {"subnet_constructor": _subnet(coupling)}

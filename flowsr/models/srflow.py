@@ -204,7 +204,6 @@ class SRFlow(HierarchicalModel):
             raise ValueError(f"SRFlow: quant must be >= 1, got {quant}")
         super().__init__(spec)
         flow = spec.flow
-        self.encoder = RRDBEncoder.from_spec(spec.encoder, flow.in_channels, flow.in_channels, spec.scale)
         if spec.unused_conv_channels:
             self.unused_conv = nn.Conv2d(flow.condition_channels, spec.unused_conv_channels, 3, 1, 1)
         else:
@@ -213,6 +212,10 @@ class SRFlow(HierarchicalModel):
     @property
     def flow_spec(self) -> HierarchySpec:
         return self.spec.flow
+
+    def _build_conditioning(self) -> None:
+        flow = self.spec.flow
+        self.encoder = RRDBEncoder.from_spec(self.spec.encoder, flow.in_channels, flow.in_channels, self.spec.scale)
 
     @classmethod
     def preset_spec(cls, name: str) -> SRFlowSpec:

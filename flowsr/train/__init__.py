@@ -1,7 +1,7 @@
 """Training engine: configs, data, losses and the :class:`Trainer` loop (built on flowsr.models).
 
     from flowsr.train import Trainer
-    Trainer("recipes/hcflow_rescaling_x4_tiny.yaml").run()
+    Trainer("flowsr/recipes/hcflow_rescaling_x4_tiny.yaml").run()
 
 See ``docs/training.md``.
 """

@@ -15,7 +15,7 @@ from flowsr.train.trainer import Trainer, TrainingError
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flowsr.train", description=__doc__.splitlines()[0])
-    parser.add_argument("config", help="recipe YAML (see recipes/ and docs/training.md)")
+    parser.add_argument("config", help="recipe YAML (see flowsr/recipes/ and docs/training.md)")
     parser.add_argument("--run-dir", help="run folder (default: train.run_dir or runs/<recipe name>)")
     parser.add_argument(
         "--set",

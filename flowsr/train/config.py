@@ -6,7 +6,7 @@ is optional and has a default; see ``docs/training.md`` for the reference). Unkn
 errors that name the key (``config: unknown key 'losses.nl' ...``), so a typo never silently
 falls back to a default.
 
-    cfg = load_config("recipes/hcflow_sr_x4.yaml", overrides=["train.iterations=10"])
+    cfg = load_config("flowsr/recipes/hcflow_sr_x4.yaml", overrides=["train.iterations=10"])
     cfg.optim.lr, cfg.losses.nll, cfg.model.family
 """
 
