@@ -48,7 +48,7 @@ def test_demo_images_are_not_training_images() -> None:
     meta = read_metadata(MODELS["rescaling"])
     cfg = load_config(recipes_dir() / f"{meta['recipe']}.yaml")
     train_dir = Path(cfg.data.hr_dir)
-    train_dir = train_dir if train_dir.is_absolute() else recipes_dir().parent / train_dir
+    train_dir = train_dir if train_dir.is_absolute() else recipes_dir().parent.parent / train_dir  # checkout root
     trained = {p.stem for p in train_dir.iterdir()}
     shown = {name for kind in SAMPLE_KINDS for name, _, _ in sample_images(kind)}
     assert trained and not trained & shown
