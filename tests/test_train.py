@@ -4,6 +4,7 @@ checkpoints, keep-last-N, configs, data determinism, losses."""
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 import os
@@ -13,9 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import flowsr.train.checkpoints as checkpoints_mod
 import flowsr.train.trainer as trainer_mod
 from flowsr.layers.actnorm import ActNorm
-from flowsr.train import ConfigError, Trainer, config_from_dict, latest_checkpoint, load_config
+from flowsr.train import ConfigError, Trainer, TrainingError, config_from_dict, latest_checkpoint, load_config
 from flowsr.train.data import PatchDataset, StepBatchSampler, list_images
 from flowsr.train.losses import GANLoss, PerceptualLoss, VGG19Features, VGGDiscriminator, load_vgg19_state
 
@@ -246,13 +248,18 @@ def test_crash_during_save_leaves_the_previous_checkpoint(tmp_path: Path, monkey
     before = params(first)
     state_2 = (tmp_path / "checkpoints" / "iter_00000002.pt").read_bytes()
 
-    def half_written_save(obj, f, *args, **kwargs):
-        Path(f).write_bytes(b"PK\x03\x04 truncated")  # a partial file, then the process dies
-        raise OSError("disk full")
+    real_atomic_write = checkpoints_mod.atomic_write
 
-    monkeypatch.setattr(trainer_mod.torch, "save", half_written_save)
+    def half_written(path, write):
+        def partial(tmp):  # a partial file, then the disk is full
+            Path(tmp).write_bytes(b"PK\x03\x04 truncated")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        return real_atomic_write(path, partial)
+
+    monkeypatch.setattr(checkpoints_mod, "atomic_write", half_written)
     second = make(cfg, tmp_path, **{"train.iterations": 3})
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(TrainingError, match=r"no space left on device while writing \S*iter_00000003\.pt"):
         second.run()
     monkeypatch.undo()
     ckdir = tmp_path / "checkpoints"
@@ -267,7 +274,7 @@ def test_crash_during_save_leaves_the_previous_checkpoint(tmp_path: Path, monkey
     import flowsr.models.checkpoint as model_ckpt
 
     monkeypatch.setattr(model_ckpt, "save_file", lambda *a, **k: (_ for _ in ()).throw(OSError("killed")))
-    with pytest.raises(OSError, match="killed"):
+    with pytest.raises(TrainingError, match=r"cannot write \S*iter_00000002\.safetensors: killed"):
         resumed.save_checkpoint()
     monkeypatch.undo()
     assert latest_checkpoint(tmp_path) == ckdir / "iter_00000002.pt"

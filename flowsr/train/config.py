@@ -6,23 +6,28 @@ is optional and has a default; see ``docs/training.md`` for the reference). Unkn
 errors that name the key (``config: unknown key 'losses.nl' ...``), so a typo never silently
 falls back to a default.
 
-    cfg = load_config("flowsr/recipes/hcflow_sr_x4.yaml", overrides=["train.iterations=10"])
+    cfg = load_config("hcflow_sr_x4", overrides=["train.iterations=10"])   # a bundled name or a path
     cfg.optim.lr, cfg.losses.nll, cfg.model.family
+
+Numbers must be finite (``.inf`` / ``.nan`` are errors that name the key). A top-level
+``imports`` list names Python files or modules the recipe needs (custom layers,
+:mod:`flowsr.train.plugins`); relative paths follow the rule of :mod:`flowsr.train.recipes`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
-
-import yaml
+from typing import Any
 
 from flowsr.models.base import get_family
+from flowsr.train.coerce import apply_overrides, from_dict
+from flowsr.train.errors import ConfigError
+from flowsr.train.plugins import import_plugins
+from flowsr.train.recipes import read_recipe, resolve_paths, resolve_recipe
 
 __all__ = [
     "CheckpointConfig",
@@ -37,6 +42,7 @@ __all__ = [
     "TrainingConfig",
     "ValConfig",
     "apply_overrides",
+    "available_cores",
     "config_from_dict",
     "config_to_dict",
     "load_config",
@@ -46,10 +52,18 @@ __all__ = [
 SR_PHASE_WEIGHTS = ("hr_l1", "hr_l2", "perceptual", "gan")
 #: every loss weight of :class:`LossConfig` (the rest of its fields are options).
 LOSS_WEIGHTS = ("nll", "hr_l1", "hr_l2", "lr_l1", "lr_l2", "z_l2", "perceptual", "gan", "irn_fit", "irn_rec", "irn_ce")
+#: ``train.threads`` may be at most this many times the number of usable cores
+MAX_THREADS_PER_CORE = 4
+#: ``train.seed`` range (what python, numpy's SeedSequence and torch all accept)
+MAX_SEED = 2**63 - 1
 
 
-class ConfigError(ValueError):
-    """A training configuration is invalid (the message names the offending key)."""
+def available_cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 @dataclass
@@ -229,15 +243,19 @@ class TrainConfig:
     Attributes:
         iterations: total iterations (``niter``).
         seed: seeds python, numpy and torch, the model construction, the data order and the
-            per-step noise (every random draw of an iteration derives from ``(seed, iteration)``).
+            per-step noise (every random draw of an iteration derives from ``(seed, iteration)``);
+            0 .. 2**63 - 1.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
-        legacy_grad_leak: reproduce the official SR "+" runs exactly: no ``zero_grad`` before
-            the NLL step, so the previous pixel-step gradient is added to it (hcflow-spec §9.6).
+        legacy_grad_leak: the official HCFlow SR gradient handling (the HCFlow recipes set it):
+            no ``zero_grad`` before the likelihood step, so the gradient the previous iteration's
+            last generator phase left behind is added to it (hcflow-spec §9.6; it matters for
+            the "+" runs, whose pixel step is the last phase). ``false`` clears it first.
         resume: ``auto`` (continue from the run folder's latest checkpoint if there is one),
             ``never`` (refuse to start when the run folder has checkpoints), or a path to a
             training-state ``.pt`` file.
         run_dir: where checkpoints and logs go (default ``runs/<recipe name>``).
-        threads: torch CPU threads (``None``: torch's default).
+        threads: torch CPU threads, 1 .. 4 x the usable cores (``None``: torch's default;
+            more than the cores is allowed with a warning in the log).
         dtype: ``float32`` (default) or ``float64`` (model, data and noise; for exactness checks).
     """
 
@@ -278,9 +296,11 @@ class LogConfig:
 
 @dataclass
 class TrainingConfig:
-    """The whole recipe."""
+    """The whole recipe (``imports``: Python files or modules to import first, see
+    :mod:`flowsr.train.plugins`)."""
 
     name: str = "run"
+    imports: list = field(default_factory=list)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     val: ValConfig = field(default_factory=ValConfig)
@@ -336,16 +356,47 @@ class TrainingConfig:
             family.loss_terms(dataclasses.asdict(l))
         except ValueError as e:
             raise ConfigError(f"config: losses: {e}") from None
-        if len(o.betas) != 2:
-            raise ConfigError(f"config: optim.betas must be two numbers, got {o.betas}")
-        if len(self.discriminator.betas) != 2:
-            raise ConfigError(f"config: discriminator.betas must be two numbers, got {self.discriminator.betas}")
-        if o.lr <= 0:
-            raise ConfigError(f"config: optim.lr must be > 0, got {o.lr}")
+        _betas("optim.betas", o.betas)
+        _betas("discriminator.betas", self.discriminator.betas)
+        for key, value in (("optim.lr", o.lr), ("optim.eps", o.eps), ("optim.gamma", o.gamma)):
+            _positive(key, value)
+        _positive("discriminator.lr", self.discriminator.lr)
+        for key, value in (("optim.clip_value", o.clip_value), ("optim.clip_norm", o.clip_norm)):
+            if value is not None:
+                _positive(key, value)
+        d_cfg = self.discriminator
+        for key, value in (("optim.weight_decay", o.weight_decay), ("discriminator.weight_decay", d_cfg.weight_decay)):
+            if value < 0:
+                raise ConfigError(f"config: {key} must be >= 0, got {value}")
+        _milestones(o, t.iterations)
+        for key in ("hr_temperature", "sample_temperature"):
+            value = getattr(l, key)
+            if value is not None and value < 0:
+                raise ConfigError(f"config: losses.{key} must be >= 0, got {value}")
+        if self.val.temperature is not None and self.val.temperature < 0:
+            raise ConfigError(f"config: val.temperature must be >= 0, got {self.val.temperature}")
         if t.iterations < 0:
             raise ConfigError(f"config: train.iterations must be >= 0, got {t.iterations}")
-        if self.discriminator.update_ratio < 1:
-            raise ConfigError("config: discriminator.update_ratio must be >= 1")
+        if not 0 <= t.seed <= MAX_SEED:
+            raise ConfigError(f"config: train.seed must be an integer in 0 .. 2**63 - 1, got {t.seed}")
+        if t.threads is not None:
+            limit = MAX_THREADS_PER_CORE * available_cores()
+            if not 1 <= t.threads <= limit:
+                raise ConfigError(
+                    f"config: train.threads must be 1 .. {limit} ({MAX_THREADS_PER_CORE} x the {available_cores()} "
+                    f"usable cores) or null for torch's default, got {t.threads}"
+                )
+        if self.discriminator.update_ratio < 1 or self.discriminator.init_iters < 0 or self.discriminator.nf < 1:
+            raise ConfigError("config: discriminator.update_ratio and nf must be >= 1, init_iters >= 0")
+        size = self.discriminator.input_size
+        if size is not None and (size < 32 or size % 32):
+            raise ConfigError(f"config: discriminator.input_size must be a positive multiple of 32, got {size}")
+        if self.val.max_images is not None and self.val.max_images < 1:
+            raise ConfigError(f"config: val.max_images must be >= 1 or null, got {self.val.max_images}")
+        if not 0 <= self.log.ema < 1:
+            raise ConfigError(f"config: log.ema must be in [0, 1), got {self.log.ema}")
+        if not isinstance(self.imports, list) or not all(isinstance(i, str) and i for i in self.imports):
+            raise ConfigError(f"config: imports must be a list of file paths or module names, got {self.imports!r}")
         if self.checkpoint.every < 0 or self.checkpoint.keep_last < 0 or self.log.every < 1:
             raise ConfigError("config: checkpoint.every and checkpoint.keep_last must be >= 0, log.every >= 1")
         _choice("train.dtype", t.dtype, ("float32", "float64"))
@@ -353,6 +404,40 @@ class TrainingConfig:
         if not (t.resume in ("auto", "never") or t.resume.endswith(".pt")):
             raise ConfigError(f"config: train.resume must be 'auto', 'never' or a .pt path, got {t.resume!r}")
         return self
+
+
+def _positive(key: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"config: {key} must be > 0, got {value}")
+
+
+def _number(value: Any) -> float | None:
+    """A finite number, also from a YAML 1.1 string like ``9e-1``; ``None`` otherwise."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _betas(key: str, betas: list) -> None:
+    numbers = [_number(b) for b in betas]
+    if len(numbers) != 2 or any(b is None or not 0 <= b < 1 for b in numbers):
+        raise ConfigError(f"config: {key} must be two numbers in [0, 1), got {betas}")
+    betas[:] = numbers
+
+
+def _milestones(o: OptimConfig, iterations: int) -> None:
+    for m in o.milestones or []:
+        if isinstance(m, bool) or not isinstance(m, int) or m < 0:
+            raise ConfigError(f"config: optim.milestones must be iterations (integers >= 0), got {m!r}")
+    for i, r in enumerate(o.milestones_rel or []):
+        number = _number(r)
+        if number is None or not 0 <= number <= 1:
+            raise ConfigError(f"config: optim.milestones_rel must be fractions in [0, 1], got {r!r}")
+        o.milestones_rel[i] = number
 
 
 def _choice(key: str, value: Any, options: tuple) -> None:
@@ -369,85 +454,13 @@ def _check_data(key: str, d: DataConfig) -> None:
         raise ConfigError(f"config: {key}.patch_size must be >= 1 or null, got {d.patch_size}")
 
 
-# -- dict <-> dataclass ------------------------------------------------------------------------
-
-
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
-    origin = typing.get_origin(tp)
-    if origin is Union or (hasattr(types, "UnionType") and origin is types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return tp, False
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    base, optional = _unwrap_optional(tp)
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"config: {key} must not be null")
-    if dataclasses.is_dataclass(base):
-        if isinstance(value, base):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"config: {key} must be a mapping, got {type(value).__name__} {value!r}")
-        return _from_dict(base, value, key)
-    if base is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"config: {key} must be true or false, got {value!r}")
-    if base is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"config: {key} must be an integer, got {value!r}")
-    if base is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"config: {key} must be a number, got {value!r}")
-    if base is str:
-        if isinstance(value, (str, os.PathLike)):
-            return os.fspath(value)
-        if key.endswith("progress") and isinstance(value, bool):
-            return str(value).lower()
-        raise ConfigError(f"config: {key} must be a string, got {value!r}")
-    if base is list:
-        if isinstance(value, (list, tuple)):
-            return list(value)
-        raise ConfigError(f"config: {key} must be a list, got {value!r}")
-    if base is dict:
-        if isinstance(value, dict):
-            return dict(value)
-        raise ConfigError(f"config: {key} must be a mapping, got {value!r}")
-    return value
-
-
-def _from_dict(cls: type, d: dict, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in d.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            raise ConfigError(f"config: unknown key {path!r} (known keys{' of ' + prefix if prefix else ''}: {names})")
-        kwargs[key] = _coerce(value, hints[key], path)
-    return cls(**kwargs)
-
-
 def config_from_dict(d: dict) -> TrainingConfig:
     """Build and validate a :class:`TrainingConfig` from a (YAML-loaded) dict."""
     if d is None:
         d = {}
     if not isinstance(d, dict):
         raise ConfigError(f"config: the top level must be a mapping, got {type(d).__name__}")
-    return _from_dict(TrainingConfig, d).validate()
+    return from_dict(TrainingConfig, d).validate()
 
 
 def config_to_dict(cfg: TrainingConfig) -> dict:
@@ -455,45 +468,18 @@ def config_to_dict(cfg: TrainingConfig) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def _parse_override(item: str) -> tuple[str, Any]:
-    if "=" not in item:
-        raise ConfigError(f"config: override {item!r} must look like 'section.key=value'")
-    key, text = item.split("=", 1)
-    return key.strip(), yaml.safe_load(text) if text.strip() else None
-
-
-def apply_overrides(d: dict, overrides: dict | list | None) -> dict:
-    """Set dotted keys in a config dict: ``{"train.iterations": 10}`` or ``["train.iterations=10"]``
-    (values parsed as YAML). Unknown keys are reported when the config is built."""
-    if not overrides:
-        return d
-    items = overrides.items() if isinstance(overrides, dict) else (_parse_override(o) for o in overrides)
-    d = dict(d)
-    for key, value in items:
-        parts = key.split(".")
-        node = d
-        for part in parts[:-1]:
-            child = node.get(part)
-            child = dict(child) if isinstance(child, dict) else {}
-            node[part] = child
-            node = child
-        node[parts[-1]] = value
-    return d
-
-
 def load_config(path: str | os.PathLike, overrides: dict | list | None = None) -> TrainingConfig:
-    """Read a recipe YAML; ``name`` defaults to the file stem. ``overrides``: see :func:`apply_overrides`."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ConfigError(f"config: cannot read {path}: {err.strerror or err}") from None
-    try:
-        d = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config: {path} is not valid YAML: {err}") from None
-    d = {} if d is None else d
-    if not isinstance(d, dict):
-        raise ConfigError(f"config: {path}: the top level must be a mapping")
-    d.setdefault("name", path.stem)
-    return config_from_dict(apply_overrides(d, overrides))
+    """Read a recipe: a YAML path or the name of a bundled recipe (:func:`~flowsr.train.recipes.resolve_recipe`).
+
+    ``name`` defaults to the file stem; relative input paths are resolved by the rule of
+    :mod:`flowsr.train.recipes`; the recipe's ``imports`` are imported. ``overrides``: see
+    :func:`apply_overrides`. The config remembers its file as ``cfg.source``.
+    """
+    source = resolve_recipe(path)
+    d = read_recipe(source)
+    d.setdefault("name", source.stem)
+    d = resolve_paths(apply_overrides(d, overrides), source.parent)
+    import_plugins(d.get("imports") if isinstance(d.get("imports"), list) else None, source.parent)
+    cfg = config_from_dict(d)
+    cfg.source = source.resolve()
+    return cfg
