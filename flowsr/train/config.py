@@ -389,7 +389,7 @@ class TrainingConfig:
         if self.discriminator.update_ratio < 1 or self.discriminator.init_iters < 0 or self.discriminator.nf < 1:
             raise ConfigError("config: discriminator.update_ratio and nf must be >= 1, init_iters >= 0")
         size = self.discriminator.input_size
-        if size is not None and (size < 32 or size % 32):
+        if l.gan and size is not None and (size < 32 or size % 32):
             raise ConfigError(f"config: discriminator.input_size must be a positive multiple of 32, got {size}")
         if self.val.max_images is not None and self.val.max_images < 1:
             raise ConfigError(f"config: val.max_images must be >= 1 or null, got {self.val.max_images}")
