@@ -84,3 +84,61 @@ def test_recipe_trains_one_step(recipe: Path, tmp_path: Path, vgg_weights: Path)
         assert math.isfinite(rec[term]), (term, rec)
     assert (tmp_path / "run" / "checkpoints" / "iter_00000001.safetensors").is_file()
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+# -- finding recipes and their files --------------------------------------------------------------
+
+
+def test_bundled_recipes_resolve_by_name(tmp_path: Path, monkeypatch) -> None:
+    from flowsr.train import ConfigError, list_recipes, resolve_recipe
+
+    monkeypatch.chdir(tmp_path)  # an empty folder: nothing but the installed package
+    assert list_recipes() == sorted(p.stem for p in RECIPES)
+    for name in ("hcflow_rescaling_x4_tiny", "hcflow_rescaling_x4_tiny.yaml"):
+        assert resolve_recipe(name) == RECIPES[0].parent / "hcflow_rescaling_x4_tiny.yaml"
+    with pytest.raises(ConfigError, match="did you mean hcflow_rescaling_x4_tiny"):
+        resolve_recipe("hcflow_rescaling_x4_tiyn")
+    with pytest.raises(ConfigError, match="no recipe file 'nested/hcflow_sr_x4.yaml'"):
+        resolve_recipe("nested/hcflow_sr_x4.yaml")  # a path is a path, never a bundled name
+    own = tmp_path / "hcflow_sr_x4.yaml"
+    own.write_text("model: {family: hcflow_sr}\n")
+    assert resolve_recipe("hcflow_sr_x4.yaml").resolve() == own  # an existing file wins over a bundled name
+    cfg = load_config("hcflow_sr_x4_demo")
+    # the demo's data/train is beside the recipe, not in the current folder: resolved there
+    assert Path(cfg.data.hr_dir) == (RECIPES[0].parent / "data" / "train").resolve()
+    assert cfg.source == RECIPES[0].parent / "hcflow_sr_x4_demo.yaml"
+
+
+def test_relative_paths_resolve_from_the_current_folder_then_the_recipe_folder(tmp_path: Path, monkeypatch) -> None:
+    recipes, work = tmp_path / "recipes", tmp_path / "work"
+    for folder in (recipes / "imgs", work / "imgs", recipes / "only_here", recipes / "weights"):
+        folder.mkdir(parents=True)
+    (recipes / "weights" / "vgg.pth").write_bytes(b"")
+    recipe = recipes / "r.yaml"
+    recipe.write_text(
+        "model: {family: hcflow_sr}\n"
+        "data: {source: folders, hr_dir: imgs, lr_dir: only_here}\n"
+        "val: {data: {source: folders, hr_dir: nowhere}}\n"
+        "losses: {perceptual_weights: weights/vgg.pth}\n"
+        "train: {run_dir: runs/r}\n"
+    )
+    monkeypatch.chdir(work)
+    cfg = load_config(recipe)
+    assert cfg.data.hr_dir == "imgs"  # exists in the current folder: kept as written
+    assert cfg.data.lr_dir == str((recipes / "only_here").resolve())  # only beside the recipe
+    assert cfg.val.data.hr_dir == "nowhere"  # nowhere: left for the error that names it
+    assert cfg.losses.perceptual_weights == str((recipes / "weights" / "vgg.pth").resolve())
+    assert cfg.train.run_dir == "runs/r"  # outputs are always relative to the current folder
+    over = load_config(recipe, overrides=["data.hr_dir=only_here"])  # overrides follow the same rule
+    assert over.data.hr_dir == str((recipes / "only_here").resolve())
+
+
+def test_a_bundled_recipe_trains_from_an_empty_folder(tmp_path: Path, monkeypatch) -> None:
+    """``flowsr train hcflow_rescaling_x4_tiny --iterations 1`` after a wheel install: the recipe and
+    its images come from the package, the run goes to ./runs."""
+    monkeypatch.chdir(tmp_path)
+    overrides = ["train.iterations=1", "data.batch_size=2", "data.patch_size=32", "val.every=0"]
+    overrides += ["log.tensorboard=false", "log.plot=false", "log.progress=false", "train.device=cpu"]
+    trainer = Trainer("hcflow_rescaling_x4_tiny", overrides=overrides, quiet=True)
+    assert trainer.run()[0]["iteration"] == 1
+    assert (tmp_path / "runs" / "hcflow_rescaling_x4_tiny" / "checkpoints" / "iter_00000001.safetensors").is_file()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from flowsr.models import checkpoint as ckpt
 from flowsr.models.base import FlowSRModel, get_family
 from flowsr.train.config import ConfigError, ModelConfig
@@ -66,15 +68,24 @@ def load_init_weights(model: FlowSRModel, path: str) -> None:
         raise ConfigError(f"config: model.init_from {str(path)!r} does not exist")
     try:
         meta = ckpt.read_metadata(path)
-        source = ckpt.load(path)
     except Exception as err:  # noqa: BLE001 - any unreadable file is a config problem
         raise ConfigError(f"config: model.init_from {str(path)!r} is not a flowsr checkpoint: {err}") from None
+    if not meta.get("family"):
+        raise ConfigError(f"config: model.init_from {str(path)!r} has no 'family' metadata (not written by flowsr)")
     if meta.get("family") != model.family:
         raise ConfigError(
             f"config: model.init_from {str(path)!r} holds a {meta.get('family')!r} model, not {model.family!r}"
         )
     try:
-        model.load_state_dict(source.state_dict(), strict=True)
+        source = ckpt.load(path)
+    except Exception as err:  # noqa: BLE001
+        raise ConfigError(f"config: model.init_from {str(path)!r} cannot be loaded: {err}") from None
+    state = source.state_dict()
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise ConfigError(f"config: model.init_from {str(path)!r} holds non-finite weights (NaN or Inf in {bad})")
+    try:
+        model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise ConfigError(
             f"config: model.init_from {str(path)!r} has a different architecture: {str(err).splitlines()[0]}"

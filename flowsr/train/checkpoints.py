@@ -12,6 +12,7 @@ run resumes, with a log line naming the file and what is wrong with it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -95,8 +96,11 @@ class CheckpointStore:
         weights, state_path = self.folder / f"{tag}.safetensors", self.folder / f"{tag}.pt"
         with self._naming(weights):
             model_checkpoint.save(model, weights, extra={"iteration": str(iteration), "recipe": recipe})
+        # the state records the weights' checksum: a resume notices any change of the weights file
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+        state = {**state, "format": STATE_FORMAT, "iteration": iteration, "weights": weights.name}
         buffer = io.BytesIO()  # serialised in memory: a full disk then fails in a plain write
-        torch.save({**state, "format": STATE_FORMAT, "iteration": iteration, "weights": weights.name}, buffer)
+        torch.save({**state, "weights_sha256": digest}, buffer)
         with self._naming(state_path):
             _write_bytes(state_path, buffer.getvalue())
         if periodic:
@@ -175,17 +179,21 @@ class CheckpointStore:
             raise DamagedCheckpoint(weights_path, "is missing (its training state is " + path.name + ")")
         if weights_path.stat().st_size == 0:
             raise DamagedCheckpoint(weights_path, "is empty")
+        data = weights_path.read_bytes()
         try:
-            from safetensors import safe_open
-            from safetensors.torch import load_file
+            from safetensors.torch import load as load_safetensors
 
-            with safe_open(os.fspath(weights_path), framework="pt") as f:
-                metadata = dict(f.metadata() or {})
-            weights = load_file(os.fspath(weights_path), device=str(device))
+            metadata = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")]).get("__metadata__") or {}
+            weights = {k: v.to(device) for k, v in load_safetensors(data).items()}
         except Exception as err:  # noqa: BLE001
             raise DamagedCheckpoint(
                 weights_path, f"cannot be read, it is truncated or damaged ({_first_line(err)})"
             ) from None
+        recorded = state.get("weights_sha256")
+        if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
+            raise DamagedCheckpoint(
+                weights_path, f"does not match the checksum recorded in {path.name} (it was damaged)"
+            )
         if not metadata.get("family"):
             raise DamagedCheckpoint(weights_path, "has no 'family' metadata (it was not written by flowsr)")
         bad = _non_finite(weights.items())
