@@ -371,3 +371,32 @@ def test_constructing_a_trainer_from_a_run_config_resumes(tmp_path: Path) -> Non
     again = Trainer(tmp_path / "run" / "config.yaml", overrides=["train.iterations=2"], quiet=True)
     assert again.run_dir == tmp_path / "run" and again.iteration == 1
     assert [r["iteration"] for r in again.run()] == [2]
+
+
+def test_a_failing_tensorboard_writer_stops_quietly(tmp_path: Path, capfd) -> None:
+    """The writer thread's I/O error (a full disk) becomes one log line, not a thread traceback,
+    and closing the writer afterwards raises nothing."""
+    import errno
+    import threading
+
+    from flowsr.train.runlog import RunLog
+
+    log = RunLog(tmp_path, main=True, quiet=True)
+    hook = threading.excepthook
+    log.open_tensorboard(purge_step=1)
+    writer = log.tensorboard._writer.file_writer.event_writer._async_writer
+
+    def full(data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    writer._writer.write = full
+    for step in range(3):
+        log.tensorboard.scalar("train/loss", 1.0, step)
+        time.sleep(0.2)
+    log.flush()
+    log.close()
+    assert threading.excepthook is hook  # restored
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err
+    lines = [line for line in (tmp_path / "train.log").read_text().splitlines() if "TensorBoard" in line]
+    assert len(lines) == 1 and lines[0].endswith("TensorBoard logging stopped: no space left on device")

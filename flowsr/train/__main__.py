@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"train.iterations={args.iterations}")
     try:
         Trainer(args.config, overrides=overrides, run_dir=args.run_dir, quiet=args.quiet).run()
-    except (ConfigError, TrainingError, FileNotFoundError) as err:
+    except (ConfigError, TrainingError, OSError) as err:
         print(f"flowsr.train: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

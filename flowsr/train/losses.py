@@ -1,8 +1,8 @@
 """Training losses and training-only networks.
 
-* :func:`nll_loss`: ``model.nll`` in the official unit (bits per pixel), batch mean.
 * :func:`pixel_loss`: L1 / L2 (means over all elements, ``nn.L1Loss`` / ``nn.MSELoss``).
-* :func:`hcflow_rescaling_losses`: hcflow-spec §6.3 (``l_lr``, ``l_z``, ``l_hr``).
+
+(The likelihood and rescaling objectives live with their families: ``training_losses``.)
 * :class:`VGG19Features` / :class:`PerceptualLoss`: VGG19 up to conv5_4 **before** its ReLU
   (torchvision ``vgg19().features[:35]``), ImageNet-normalised [0, 1] input, weights from a
   local file (a torchvision ``vgg19`` state dict; nothing is downloaded).
@@ -16,23 +16,19 @@ training (gradient averaging) equals single-process training on the global batch
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowsr.layers.quantization import quantize
-
 __all__ = [
     "GANLoss",
     "PerceptualLoss",
     "VGG19Features",
     "VGGDiscriminator",
-    "hcflow_rescaling_losses",
     "load_vgg19_state",
-    "nll_loss",
     "pixel_loss",
 ]
 
@@ -44,53 +40,6 @@ def pixel_loss(x: Tensor, target: Tensor, criterion: str = "l1") -> Tensor:
     if criterion == "l2":
         return F.mse_loss(x, target)
     raise ValueError(f"pixel_loss: criterion must be 'l1' or 'l2', got {criterion!r}")
-
-
-def nll_loss(model: nn.Module, hr: Tensor, lr: Tensor, noise: Tensor | None = None):
-    """``(mean NLL, NLLOutput)`` of an SR model (HCFlow SR: dequantised with ``noise`` in [0, 1);
-    SRFlow: ``noise`` is the centred offset, or ``None`` for no dequantisation as officially)."""
-    out = model.nll(hr, lr, noise=noise)
-    return out.nll.mean(), out
-
-
-def hcflow_rescaling_losses(
-    model: nn.Module,
-    hr: Tensor,
-    lr_ref: Tensor,
-    eps: Sequence[Tensor],
-    *,
-    lr_l2: float = 0.05,
-    lr_l1: float = 0.0,
-    z_l2: float = 1e-5,
-    hr_l1: float = 1.0,
-    hr_l2: float = 0.0,
-) -> dict[str, Tensor]:
-    """The HCFlow rescaling objective (hcflow-spec §6.3), one term per key plus ``total``.
-
-    ``y, zs = encode(hr)``; ``lr_c = clamp(y, 0, 1)``;
-    ``lr_l2 * MSE(lr_c, lr_ref)`` (+ ``lr_l1 * L1``); ``z_l2 * mean(cat(zs)^2)``;
-    ``hr_l1 * L1(clamp(decode(Q(lr_c), eps), 0, 1), hr)`` (+ ``hr_l2 * MSE``) where ``eps`` are
-    the (already temperature-scaled) whitened latents, deepest level first.
-    """
-    y, zs, _ = model.encode(hr)
-    lr_c = y.clamp(0, 1)
-    terms: dict[str, Tensor] = {}
-    if lr_l2:
-        terms["lr_l2"] = lr_l2 * F.mse_loss(lr_c, lr_ref)
-    if lr_l1:
-        terms["lr_l1"] = lr_l1 * F.l1_loss(lr_c, lr_ref)
-    if z_l2:
-        terms["z_l2"] = z_l2 * torch.mean(torch.cat([z.flatten() for z in zs]) ** 2)
-    if hr_l1 or hr_l2:
-        sr = model.decode(quantize(lr_c), list(eps)).clamp(0, 1)
-        if hr_l1:
-            terms["hr_l1"] = hr_l1 * F.l1_loss(sr, hr)
-        if hr_l2:
-            terms["hr_l2"] = hr_l2 * F.mse_loss(sr, hr)
-    if not terms:
-        raise ValueError("hcflow_rescaling_losses: every loss weight is 0")
-    terms["total"] = sum(terms.values())
-    return terms
 
 
 # -- perceptual loss ---------------------------------------------------------------------------

@@ -154,6 +154,15 @@ class RunLog:
         else:
             print(text, file=sys.stderr, flush=True)
 
+    def note_missing_tools(self, tensorboard: bool, plot: bool) -> tuple[bool, bool]:
+        """One log line if a wanted optional package is missing; returns what can be written."""
+        tools = optional_tools()
+        wanted = (("tensorboard", "TensorBoard events", tensorboard), ("matplotlib", "curves.png", plot))
+        missing = [f"{name} (no {what})" for name, what, want in wanted if want and not tools[name]]
+        if missing:
+            self.line(f"note: not installed: {', '.join(missing)}; install them with pip install 'flowsr[train]'")
+        return tensorboard and tools["tensorboard"], plot and tools["matplotlib"]
+
     # -- the CSV -------------------------------------------------------------------------------
     @property
     def csv_path(self) -> Path:

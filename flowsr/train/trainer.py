@@ -42,7 +42,7 @@ from flowsr.train.lock import RunLock
 from flowsr.train.noise import StepNoise, rng_state, seed_everything, set_rng_state
 from flowsr.train.objectives import make_objective
 from flowsr.train.plugins import import_plugins
-from flowsr.train.runlog import RunLog, optional_tools, write_errors
+from flowsr.train.runlog import RunLog, write_errors
 from flowsr.train.validation import LOWER_IS_BETTER, validate
 
 __all__ = ["Trainer", "TrainingError", "latest_checkpoint"]
@@ -348,7 +348,7 @@ class Trainer:
         cfg = self.cfg
         if self.dist.main:
             written = config_to_dict(cfg)
-            written["train"]["run_dir"] = str(self.run_dir)
+            written["train"]["run_dir"] = str(self.run_dir.resolve())  # resumable from its config anywhere
             text = yaml.safe_dump(written, sort_keys=False)
             with write_errors(self.run_dir / "config.yaml"):
                 atomic_write(self.run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(text))
@@ -441,19 +441,8 @@ class Trainer:
         return sys.stderr.isatty() and not os.environ.get("CI")
 
     def _note_missing_tools(self) -> None:
-        tools = optional_tools()
-        missing = [
-            f"{name} (no {what})"
-            for name, what, wanted in (
-                ("tensorboard", "TensorBoard events", self.cfg.log.tensorboard),
-                ("matplotlib", "curves.png", self.cfg.log.plot),
-            )
-            if wanted and not tools[name]
-        ]
-        if missing:
-            self.log(f"note: not installed: {', '.join(missing)}; install them with pip install 'flowsr[train]'")
-            self.cfg.log.tensorboard = self.cfg.log.tensorboard and tools["tensorboard"]
-            self.cfg.log.plot = self.cfg.log.plot and tools["matplotlib"]
+        log = self.cfg.log
+        log.tensorboard, log.plot = self.runlog.note_missing_tools(log.tensorboard, log.plot)
 
     def _plot(self) -> None:
         try:
