@@ -400,3 +400,13 @@ def test_a_failing_tensorboard_writer_stops_quietly(tmp_path: Path, capfd) -> No
     assert "Traceback" not in err, err
     lines = [line for line in (tmp_path / "train.log").read_text().splitlines() if "TensorBoard" in line]
     assert len(lines) == 1 and lines[0].endswith("TensorBoard logging stopped: no space left on device")
+
+
+def test_temporary_files_of_a_killed_run_are_removed(tmp_path: Path) -> None:
+    (tmp_path / "checkpoints").mkdir(parents=True)
+    left = [tmp_path / ".config.yaml.x1y2.tmp", tmp_path / "checkpoints" / ".iter_00000002.pt.abcd.tmp"]
+    for p in left:
+        p.write_bytes(b"partial")
+    (tmp_path / "notes.tmp").write_text("mine")  # not one of flowsr's temporary files
+    make(tiny_config("hcflow_rescaling", train={"iterations": 0}), tmp_path)
+    assert not any(p.exists() for p in left) and (tmp_path / "notes.tmp").is_file()

@@ -101,8 +101,16 @@ class CheckpointStore:
         state = {**state, "format": STATE_FORMAT, "iteration": iteration, "weights": weights.name}
         buffer = io.BytesIO()  # serialised in memory: a full disk then fails in a plain write
         torch.save({**state, "weights_sha256": digest}, buffer)
-        with self._naming(state_path):
-            _write_bytes(state_path, buffer.getvalue())
+        try:
+            with self._naming(state_path):
+                _write_bytes(state_path, buffer.getvalue())
+        except BaseException:
+            # no half pair is left behind (it would hold disk space and, for best.*, not match)
+            stale = [weights] + ([state_path, self.folder / f"{tag}.json"] if not periodic else [])
+            for p in stale:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+            raise
         if periodic:
             info = {"iteration": iteration, "weights": weights.name, "state": state_path.name}
             self.write_json("latest.json", info)
@@ -129,12 +137,14 @@ class CheckpointStore:
                 with contextlib.suppress(FileNotFoundError):
                     (self.folder / f"iter_{it:08d}{suffix}").unlink()
 
-    def clean_temp_files(self) -> None:
-        """Remove temporary files a killed run left behind."""
-        if self.folder.is_dir():
-            for p in self.folder.glob("*.tmp"):
-                with contextlib.suppress(OSError):
-                    p.unlink()
+    def clean_temp_files(self, *also: Path) -> None:
+        """Remove the temporary files (``.<name>.<random>.tmp``, :func:`~flowsr.fileio.atomic_write`)
+        a killed run left behind here and in the folders ``also``."""
+        for folder in (self.folder, *also):
+            if Path(folder).is_dir():
+                for p in Path(folder).glob(".*.tmp"):
+                    with contextlib.suppress(OSError):
+                        p.unlink()
 
     # -- reading -------------------------------------------------------------------------------
     def candidates(self) -> list[Path]:

@@ -140,9 +140,10 @@ class RunLog:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 with open(self.run_dir / "train.log", "a") as f:
                     f.write(text + "\n")
-            except OSError as err:  # e.g. a full disk: the line still reaches the terminal
+            except OSError as err:  # e.g. a full disk: lines still reach the terminal
                 self._file_ok = False
-                self._print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] cannot write train.log: {describe_error(err)}")
+                if echo and not self.quiet:
+                    self._print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] cannot write train.log: {describe_error(err)}")
         if echo and not self.quiet:
             self._print(text)
 

@@ -131,7 +131,7 @@ class Trainer:
         self._bar: Any = None
         with self._locked():
             if self.dist.main:
-                self.checkpoints.clean_temp_files()
+                self.checkpoints.clean_temp_files(self.run_dir)
         self._resume()
 
     # -- what the collaborators hold ------------------------------------------------------------
