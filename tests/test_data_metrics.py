@@ -408,9 +408,11 @@ def test_read_other_formats_and_refusals(tmp_path):
     Image.fromarray(np.zeros((2, 2), np.float32), "F").save(tmp_path / "f.tif")
     with pytest.raises(ValueError, match="float"):
         read_image(tmp_path / "f.tif")
-    _tiff_rgb16(tmp_path / "rgb16.tif", rng.integers(0, 65536, (3, 4, 3), dtype=np.uint16))
-    with pytest.raises(ValueError, match="16-bit RGB TIFF: Pillow would truncate"):
-        read_image(tmp_path / "rgb16.tif")
+    # 16-bit RGB TIFF (Pillow would truncate it to 8 bits): read at full precision by flowsr's own decoder.
+    rgb16 = rng.integers(0, 65536, (3, 4, 3), dtype=np.uint16)
+    _tiff_rgb16(tmp_path / "rgb16.tif", rgb16)
+    expect = torch.from_numpy((rgb16.astype(np.float32) / np.float32(65535)).transpose(2, 0, 1).copy())
+    assert torch.equal(read_image(tmp_path / "rgb16.tif"), expect)
 
 
 def test_read_unreadable_files_raise_one_line_value_error(tmp_path):

@@ -12,16 +12,51 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-from flowsr.data.image_io import from_uint8, read_image, to_uint8, write_image
+from flowsr.data.image_io import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    MAX_PIXELS_ENV,
+    WRITE_FORMATS,
+    LoadedImage,
+    Note,
+    from_uint8,
+    get_max_pixels,
+    is_image_file,
+    list_images,
+    load_image,
+    read_image,
+    reset_max_pixels,
+    resize_alpha,
+    save_image,
+    set_max_pixels,
+    to_grey,
+    to_uint8,
+    write_image,
+)
 from flowsr.data.resize import imresize, resize_weights
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "MAX_PIXELS_ENV",
     "SAMPLE_KINDS",
+    "WRITE_FORMATS",
+    "LoadedImage",
+    "Note",
     "from_uint8",
+    "get_max_pixels",
     "imresize",
+    "is_image_file",
+    "list_images",
+    "load_image",
     "read_image",
+    "reset_max_pixels",
+    "resize_alpha",
     "resize_weights",
     "sample_images",
+    "save_image",
+    "set_max_pixels",
+    "to_grey",
     "to_uint8",
     "write_image",
 ]
