@@ -7,7 +7,6 @@ import signal
 import stat
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
 from pathlib import Path
