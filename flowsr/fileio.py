@@ -192,6 +192,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
     """
     path = Path(path)
     folder = path.parent
+    for parent in (folder, *folder.parents):  # a file where a folder should be: say so, not "[Errno 17]"
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"cannot write {path}: {parent} is a file, not a folder")
+            break
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a folder")
     folder.mkdir(parents=True, exist_ok=True)
     key = os.fspath(folder.resolve())
     if key not in _cleaned_dirs:

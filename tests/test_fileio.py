@@ -201,3 +201,15 @@ def test_full_tmpfs_in_a_subprocess(tmp_path: Path) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"could not unmount {mnt}")
             time.sleep(0.2)
+
+
+def test_a_file_or_folder_in_the_way_is_named(tmp_path: Path) -> None:
+    (tmp_path / "out.png").write_bytes(b"x")
+    with pytest.raises(NotADirectoryError, match=f"cannot write {tmp_path / 'out.png' / 'a.png'}: .*out.png is a file"):
+        atomic_write(tmp_path / "out.png" / "a.png", lambda tmp: Path(tmp).write_bytes(b"y"))
+    with pytest.raises(NotADirectoryError, match="out.png is a file, not a folder"):
+        atomic_write(tmp_path / "out.png" / "sub" / "a.png", lambda tmp: Path(tmp).write_bytes(b"y"))
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(IsADirectoryError, match="it is a folder"):
+        atomic_write(tmp_path / "dir", lambda tmp: Path(tmp).write_bytes(b"y"))
+    assert (tmp_path / "out.png").read_bytes() == b"x"

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from flowsr.data import bundled_models, read_card, resolve_model
 from flowsr.data.catalog import format_front_matter
-from flowsr.models.checkpoint import from_pretrained, list_models, load, read_metadata, save
+from flowsr.models.checkpoint import from_pretrained, list_models, load, load_state, read_metadata, save
 
 NAMES = ("hcflow_rescaling_x4_demo", "hcflow_sr_x4_demo")
 
@@ -102,7 +102,7 @@ def test_clear_errors_for_missing_truncated_foreign_and_non_finite_files(tmp_pat
     for label, data in {"empty": b"", "half": good[: len(good) // 2], "cut": good[:-1], "text": b"hello"}.items():
         p = tmp_path / f"{label}.safetensors"
         p.write_bytes(data)
-        for fn in (load, read_metadata):
+        for fn in (load, read_metadata, load_state):
             with pytest.raises(ValueError) as info:
                 fn(p)
             assert str(info.value).startswith(f"not a flowsr checkpoint or truncated: {p} ("), (label, info.value)
@@ -116,8 +116,10 @@ def test_clear_errors_for_missing_truncated_foreign_and_non_finite_files(tmp_pat
     with torch.no_grad():
         next(model.parameters()).view(-1)[0] = float("nan")
     nan_file = save(model, tmp_path / "nan.safetensors")
-    with pytest.raises(ValueError, match=f"^{nan_file} holds non-finite weights \\(NaN or Inf in 1 of "):
-        load(nan_file)
+    for fn in (load, load_state):
+        with pytest.raises(ValueError, match=f"^{nan_file} holds non-finite weights \\(NaN or Inf in 1 of "):
+            fn(nan_file)
+    assert set(load_state("hcflow_sr_x4_demo")) == set(model.state_dict())
     # weights that do not fit the architecture: a short message, not every key
     meta = read_metadata("hcflow_sr_x4_demo")
     wrong = tmp_path / "wrong.safetensors"

@@ -102,19 +102,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{weights}: the checkpoint's architecture config is missing or damaged ({err})") from None
     model = FAMILIES[family].from_config(config)
-    state = {}
-    with _open_checkpoint(weights, device=str(device)) as f:
-        try:
-            for key in f.keys():
-                state[key] = f.get_tensor(key)
-        except Exception as err:  # noqa: BLE001 - safetensors reports damaged data as its own error type
-            raise ValueError(f"not a flowsr checkpoint or truncated: {weights} ({_one_line(err)})") from None
-    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
-        raise ValueError(
-            f"{weights} holds non-finite weights (NaN or Inf in {len(bad)} of {len(state)} tensors: {shown})"
-        )
+    state = load_state(weights, device=device)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError:
@@ -132,6 +120,32 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
 
 
 # ------------------------------------------------------------------- names, folders, errors, listing
+
+
+def load_state(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file (any of :func:`load`'s names), checked: every tensor
+    readable and every floating tensor finite. For callers that need the weights without building
+    a model, e.g. to validate a checkpoint before resuming from it and fall back to an older one.
+
+    Raises as :func:`load`: ``not a flowsr checkpoint or truncated: <file> (...)``,
+    ``<file> holds non-finite weights (...)``, ``cannot read <file>: permission denied``.
+    """
+    weights = _weights_file(path)
+    state = {}
+    with _open_checkpoint(weights, device=str(device)) as f:
+        try:
+            for key in f.keys():
+                state[key] = f.get_tensor(key)
+        except Exception as err:  # noqa: BLE001 - safetensors reports damaged data as its own error type
+            raise ValueError(f"not a flowsr checkpoint or truncated: {weights} ({_one_line(err)})") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise ValueError(
+            f"{weights} holds non-finite weights (NaN or Inf in {len(bad)} of {len(state)} tensors: {shown})"
+        )
+    return state
+
 
 #: The model-hub name for :func:`load`: ``flowsr.models.from_pretrained("hcflow_sr_x4_demo")``.
 from_pretrained = load
@@ -193,4 +207,4 @@ class _open_checkpoint:
         return self._cm.__exit__(*exc)
 
 
-__all__ += ["from_pretrained", "list_models"]
+__all__ += ["from_pretrained", "list_models", "load_state"]
