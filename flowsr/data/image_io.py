@@ -71,7 +71,6 @@ message naming the file, and nothing is written. Files are written atomically
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import stat
@@ -419,7 +418,7 @@ def _read_tiff16(path, data: bytes, info) -> _Decoded:
     )
 
 
-def _pillow_open(path, data: bytes) -> Image.Image:
+def _pillow_open(path, source) -> Image.Image:
     """``Image.open`` with flowsr's pixel limit in charge of Pillow's decompression-bomb check."""
     limit = get_max_pixels()
     pillow_limit = Image.MAX_IMAGE_PIXELS
@@ -428,7 +427,7 @@ def _pillow_open(path, data: bytes) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own check follows
         try:
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(source)
         except Image.DecompressionBombError as err:
             match = re.search(r"\((\d+) pixels\)", str(err))
             n = int(match.group(1)) if match else 0
@@ -493,6 +492,13 @@ def _read_pillow(path, im: Image.Image) -> _Decoded:
     )
 
 
+def _read_all(path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise _fail(path, err.strerror or err) from None
+
+
 def _decode(path: str | os.PathLike) -> _Decoded:
     """Any supported file -> :class:`_Decoded` (not yet oriented); one-line ``ValueError`` on failure."""
     try:
@@ -502,25 +508,29 @@ def _decode(path: str | os.PathLike) -> _Decoded:
     if not stat.S_ISREG(st.st_mode):
         kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a pipe, socket or device)"
         raise _fail(path, kind)
+    # Sniff the format from the first bytes: only the formats flowsr decodes itself are read whole
+    # (after the size check); everything else goes to Pillow, which reads lazily from the file.
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as fh:
+            head = fh.read(64)
     except OSError as err:
         raise _fail(path, err.strerror or err) from None
-    header = png_header(data)
+    header = png_header(head)
     if header is not None:
         _check_pixels(path, header[0], header[1])
         if header[2] == 16 and header[3] in (0, 2, 4, 6):
-            return _read_png(path, data)
-    try:
-        tinfo = tiff_info(data)
-    except ValueError as err:
-        raise _fail(path, err) from None
-    if tinfo is not None:
+            return _read_png(path, _read_all(path))
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        data = _read_all(path)
+        try:
+            tinfo = tiff_info(data)
+        except ValueError as err:
+            raise _fail(path, err) from None
         _check_pixels(path, tinfo.width, tinfo.height)
         if 16 in tinfo.bits and tinfo.samples > 1:  # Pillow would truncate 16-bit colour / grey+alpha
             return _read_tiff16(path, data, tinfo)
     try:
-        with _pillow_open(path, data) as im:
+        with _pillow_open(path, os.fspath(path)) as im:
             return _read_pillow(path, im)
     except ValueError as err:
         if str(err).startswith("read_image:"):
