@@ -35,6 +35,7 @@ lint: venv
 wheel: venv
 	rm -rf dist
 	$(VPY) -m pip wheel --no-deps --no-build-isolation -w dist .
+	rm -rf build *.egg-info  # setuptools' by-products in the source tree
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis .ruff_cache
