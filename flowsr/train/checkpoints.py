@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowsr.fileio import atomic_write
+from flowsr.fileio import atomic_write, remove_stale_temporaries
 from flowsr.models import checkpoint as model_checkpoint
 from flowsr.train.runlog import write_errors
 
@@ -138,10 +138,12 @@ class CheckpointStore:
                     (self.folder / f"iter_{it:08d}{suffix}").unlink()
 
     def clean_temp_files(self, *also: Path) -> None:
-        """Remove the temporary files (``.<name>.<random>.tmp``, :func:`~flowsr.fileio.atomic_write`)
-        a killed run left behind here and in the folders ``also``."""
+        """Remove what a killed run's writes left behind here and in the folders ``also``: the
+        temporary folders of :func:`~flowsr.fileio.atomic_write` whose process is gone, and
+        temporary files of earlier flowsr versions (``.<name>.<random>.tmp``)."""
         for folder in (self.folder, *also):
             if Path(folder).is_dir():
+                remove_stale_temporaries(folder)
                 for p in Path(folder).glob(".*.tmp"):
                     with contextlib.suppress(OSError):
                         p.unlink()
