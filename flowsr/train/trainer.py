@@ -91,6 +91,11 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else cfg.run_dir()
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.runlog = RunLog(self.run_dir, cfg.name, main=self.dist.main, quiet=quiet)
+        self.checkpoints = CheckpointStore(self.ckpt_dir, cfg.checkpoint.keep_last, self.log)
+        self.lock = RunLock(self.run_dir, self.log) if self.dist.main else None
+        with self._locked():  # refused at once when another process trains here
+            if self.dist.main:
+                self.checkpoints.clean_temp_files(self.run_dir)
         threads, cores = cfg.train.threads, available_cores()
         if threads:
             torch.set_num_threads(threads)
@@ -105,7 +110,10 @@ class Trainer:
         if cfg.model.actnorm_init == "none":
             skip_data_init(self.model)
         elif cfg.model.actnorm_init == "latent":
-            for level in self.model.flow.levels:
+            levels = getattr(getattr(self.model, "flow", None), "levels", None)
+            if levels is None:
+                raise ConfigError("config: model.actnorm_init 'latent' needs a model built on a hierarchical flow")
+            for level in levels:
                 skip_data_init(level.body)
         self.model.train()
         self.scale = int(self.model.scale)
@@ -122,16 +130,11 @@ class Trainer:
         self.iteration = 0
         self.loss_ema: float | None = None
         self.best: dict | None = None  # {"metric", "value", "iteration"}
-        self.checkpoints = CheckpointStore(self.ckpt_dir, cfg.checkpoint.keep_last, self.log)
-        self.lock = RunLock(self.run_dir, self.log) if self.dist.main else None
         self.runlog.configure(self.terms, cfg.val.metric if self.val_set is not None else None)
         self._window: list[dict] = []
         self._last_saved = -1
         self._resumed_from: Path | None = None
         self._bar: Any = None
-        with self._locked():
-            if self.dist.main:
-                self.checkpoints.clean_temp_files(self.run_dir)
         self._resume()
 
     # -- what the collaborators hold ------------------------------------------------------------
