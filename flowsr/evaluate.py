@@ -10,7 +10,15 @@ MATLAB-style SSIM), the bicubic baselines use the MATLAB-exact :func:`flowsr.dat
   the HR image (bits per pixel, the official unit; the same for every temperature).
 * Rescaling (:func:`evaluate_rescaling`): bicubic down + up against the model's downscale (8-bit
   LR) + upscale at each temperature; ``lr_psnr`` / ``lr_psnr_y`` are the model LR against the
-  bicubic LR (RGB / Y).
+  bicubic LR (RGB / Y); :func:`reconstruction_quality` gives the same numbers for one image.
+* Test images: :func:`test_pairs` finds them (a folder with ``HR/`` and ``LR/``, a folder of HR
+  images, a bundled set name) by file name only, :func:`read_pair` reads one, and
+  :func:`lr_size_problems` checks the LR sizes from the file headers, so a caller can refuse a
+  mismatched set before any work and skip a bad image without losing the others.
+  :func:`output_files` names what the evaluation of one image writes.
+
+A model that overflows (NaN at a high temperature) raises
+:class:`~flowsr.models.NonFiniteOutputError` naming the image and the temperature.
 """
 
 from __future__ import annotations
@@ -25,14 +33,16 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from flowsr.data import from_uint8, imresize, to_uint8
+from flowsr.data import SAMPLE_KINDS, from_uint8, imresize, read_image, sample_images, to_uint8, write_image
+from flowsr.data.pairs import ImagePair, pair_folders
 from flowsr.inference import downscale, super_resolve
 from flowsr.metrics import diversity, lr_consistency_psnr, psnr, ssim
-from flowsr.models.base import GeneratorNoise
+from flowsr.models.base import GeneratorNoise, NonFiniteOutputError
 from flowsr.visualize import save_grid
 
 __all__ = [
     "COLUMNS",
+    "NLL_NOTE",
     "Pair",
     "bicubic_down",
     "bicubic_up",
@@ -40,9 +50,14 @@ __all__ = [
     "evaluate_sr",
     "format_value",
     "image_quality",
+    "lr_size_problems",
     "markdown_table",
     "modcrop",
+    "output_files",
+    "read_pair",
+    "reconstruction_quality",
     "summarize",
+    "test_pairs",
     "write_csv",
 ]
 
@@ -58,8 +73,16 @@ COLUMNS: dict[str, str] = {
     "lr_psnr_y": "LR-PSNR-Y",
     "diversity": "diversity",
     "lpips": "LPIPS",
-    "nll": "NLL (bpp)",
+    "nll": "NLL (bits/px, see note)",
 }
+
+#: What the NLL column is (printed under tables that have it; docs/metrics.md says the same).
+NLL_NOTE = (
+    "NLL: -log2 p(HR | LR) of the 8-bit HR image given the LR image, divided by the number of HR pixels "
+    "(channels not counted; the official HCFlow / SRFlow unit); lower is better. HCFlow dequantises with "
+    "uniform noise, SRFlow does not: the model's density of a continuous image can exceed 1, so the bits "
+    "can be negative."
+)
 
 
 @dataclass
@@ -140,6 +163,7 @@ def evaluate_sr(
     nll: bool = True,
     device: torch.device | str = "cpu",
     grid_dir: str | os.PathLike | None = None,
+    image_dir: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Metric rows ``{"image", "method", "psnr", ...}`` of an SR model (see the module docstring).
@@ -148,7 +172,9 @@ def evaluate_sr(
     :func:`bicubic_down`. Samples of temperature ``T`` are drawn from a CPU generator seeded with
     ``seed`` (the same noise at every temperature). With ``grid_dir``, writes ``<name>.png``
     (LR | bicubic | first sample at each temperature | HR) and, for ``samples >= 2``,
-    ``<name>_samples_t<T>.png`` (the strip of samples at the last temperature).
+    ``<name>_samples_t<T>.png`` (the strip of samples at the last temperature); with ``image_dir``
+    every sample, ``<name>_t<T>_s<k>.png`` (T=0 once: its samples are equal). Files of an image are
+    written after all of its results were computed (:func:`output_files` lists them).
     """
     scale = int(model.scale)
     rows: list[dict] = []
@@ -179,11 +205,12 @@ def evaluate_sr(
             noise = GeneratorNoise(1, torch.Generator().manual_seed(seed), device=device)
             terms = model.training_losses(hr[None].to(device), lr[None].to(device), noise, {"nll": 1.0})
             nll_value = float(terms["nll"])
-        firsts, strip = [], []
+        firsts, strip, images = [], [], []
         lr_dev = lr[None].to(device)
         for t in temperatures:
             gen = torch.Generator().manual_seed(seed)
-            outs = [super_resolve(model, lr_dev, t, gen, tile=tile, overlap=overlap)[0].cpu() for _ in range(samples)]
+            outs = [_sample(model, lr_dev, t, gen, tile, overlap, pair.name)[0].cpu() for _ in range(samples)]
+            images += [(f"{pair.name}_t{_file_t(t)}_s{k}.png", o) for k, o in enumerate(outs[: 1 if t == 0 else None])]
             qualities = [image_quality(o, hr, scale) for o in outs]
             row = {"image": pair.name, "method": _t_label(t)}
             for key in ("psnr", "ssim", "psnr_y", "ssim_y"):
@@ -201,6 +228,7 @@ def evaluate_sr(
                 f"{pair.name}: bicubic {rows[-len(temperatures) - 1]['psnr_y']:.2f} dB Y-PSNR, "
                 f"model {best['psnr_y']:.2f} dB at {best['method']}"
             )
+        _write_images(image_dir, images)
         if grid_dir is not None:
             grid_dir = Path(grid_dir)
             labels = ["LR", "bicubic", *[_t_label(t) for t in temperatures], "HR"]
@@ -223,10 +251,11 @@ def evaluate_rescaling(
     temperatures: Sequence[float] = (1.0,),
     seed: int = 0,
     tile: int | None = None,
-    overlap: int = 16,
+    overlap: int | None = None,
     lpips: nn.Module | None = None,
     device: torch.device | str = "cpu",
     grid_dir: str | os.PathLike | None = None,
+    image_dir: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Metric rows of a rescaling model: bicubic down+up, then the model's 8-bit LR upscaled at each
@@ -235,11 +264,15 @@ def evaluate_rescaling(
 
     HR images are padded to the model's multiple for the model (and the outputs cropped back), so
     any size works; the bicubic baseline uses the same HR image. With ``grid_dir`` writes
-    ``<name>.png``: bicubic LR | model LR | bicubic up | reconstruction at each temperature | HR.
+    ``<name>.png``: bicubic LR | model LR | bicubic up | reconstruction at each temperature | HR;
+    with ``image_dir`` the model LR ``<name>_lr.png`` and the reconstructions ``<name>_rec_t<T>.png``.
+    ``tile`` and ``overlap`` are in HR pixels (the upscaling tiles are those divided by the scale;
+    default overlap: 16 LR pixels).
     """
     if model.task != "rescaling":
         raise ValueError(f"{type(model).__name__} is an SR model, not a rescaling model")
     scale = int(model.scale)
+    overlap = 16 * scale if overlap is None else overlap
     rows: list[dict] = []
     for pair in pairs:
         if pair.hr is None:
@@ -258,7 +291,7 @@ def evaluate_rescaling(
                 "lpips": _lpips_value(lpips, bic, hr),
             }
         )
-        lr = downscale(model, hr[None].to(device), tile=tile, overlap=overlap * scale)
+        lr = downscale(model, hr[None].to(device), tile=tile, overlap=overlap)
         lr_cpu = lr[0].cpu()
         same = lr_cpu.shape == lr_bic.shape
         lr_vs_bic = psnr(lr_cpu, lr_bic) if same else math.nan
@@ -266,9 +299,9 @@ def evaluate_rescaling(
         recs = []
         for t in temperatures:
             gen = torch.Generator().manual_seed(seed)
-            rec = super_resolve(
-                model, lr, t, gen, tile=None if tile is None else max(1, tile // scale), overlap=overlap
-            )
+            lr_tile = None if tile is None else max(1, tile // scale)
+            lr_overlap = min(-(-overlap // scale), (lr_tile or 2 * overlap) // 2)
+            rec = _sample(model, lr, t, gen, lr_tile, lr_overlap, pair.name)
             rec = rec[0, :, : size[0], : size[1]].cpu()
             rows.append(
                 {
@@ -281,6 +314,11 @@ def evaluate_rescaling(
                 }
             )
             recs.append(rec)
+        _write_images(
+            image_dir,
+            [(f"{pair.name}_lr.png", lr_cpu)]
+            + [(f"{pair.name}_rec_t{_file_t(t)}.png", r) for t, r in zip(temperatures, recs)],
+        )
         if log is not None:
             log(
                 f"{pair.name}: bicubic down+up {rows[-len(temperatures) - 1]['psnr_y']:.2f} dB Y-PSNR, "
@@ -291,6 +329,126 @@ def evaluate_rescaling(
             labels = ["bicubic LR", "model LR", "bicubic up", *[f"rec. {_t_label(t)}" for t in temperatures], "HR"]
             save_grid(Path(grid_dir) / f"{pair.name}.png", [[lr_bic, lr_cpu, bic, *recs, hr]], labels)
     return rows
+
+
+def _sample(model: nn.Module, lr: Tensor, t: float, gen, tile, overlap, name: str) -> Tensor:
+    """:func:`super_resolve`, with an overflow reported for this image and temperature."""
+    try:
+        return super_resolve(model, lr, t, gen, tile=tile, overlap=overlap)
+    except NonFiniteOutputError:
+        raise NonFiniteOutputError(
+            f"model produced non-finite values for {name} at T={t:g}; try a lower temperature"
+        ) from None
+
+
+def _write_images(folder: str | os.PathLike | None, images: Sequence[tuple[str, Tensor]]) -> None:
+    if folder is not None:
+        for file_name, img in images:
+            write_image(Path(folder) / file_name, img)
+
+
+def output_files(
+    task: str, name: str, temperatures: Sequence[float], samples: int = 1, *, images: bool = False
+) -> list[str]:
+    """The files (relative to the output folder) that evaluating image ``name`` writes:
+    ``grids/...`` always, ``images/...`` with ``images=True`` (the ``image_dir`` of ``flowsr test``)."""
+    out = [f"grids/{name}.png"]
+    if task == "sr":
+        if samples >= 2 and temperatures:
+            out.append(f"grids/{name}_samples_t{_file_t(temperatures[-1])}.png")
+        if images:
+            out += [
+                f"images/{name}_t{_file_t(t)}_s{k}.png" for t in temperatures for k in range(1 if t == 0 else samples)
+            ]
+    elif images:
+        out += [f"images/{name}_lr.png"] + [f"images/{name}_rec_t{_file_t(t)}.png" for t in temperatures]
+    return out
+
+
+def reconstruction_quality(hr: Tensor, lr: Tensor, recs: Sequence[Tensor], scale: int) -> dict:
+    """What ``flowsr rescale`` prints for one image: ``{"reconstructions": [image_quality of each
+    rec], "bicubic": image_quality of bicubic down+up, "lr_psnr": model LR vs bicubic LR}``.
+    One-channel images get PSNR only."""
+    if hr.shape[0] != 3:
+        nan = {"psnr_y": math.nan, "ssim": math.nan, "ssim_y": math.nan}
+        return {
+            "reconstructions": [{"psnr": psnr(r, hr), **nan} for r in recs],
+            "bicubic": {"psnr": math.nan, **nan},
+            "lr_psnr": math.nan,
+        }
+    lr_bic = bicubic_down(hr, scale)
+    return {
+        "reconstructions": [image_quality(r, hr, scale) for r in recs],
+        "bicubic": image_quality(bicubic_up(lr_bic, scale, hr.shape[-2:]), hr, scale),
+        "lr_psnr": psnr(lr, lr_bic) if lr.shape[-2:] == lr_bic.shape[-2:] else math.nan,
+    }
+
+
+# -- test images -------------------------------------------------------------------------------------
+
+
+def test_pairs(data: str | os.PathLike, scale: int) -> list[ImagePair]:
+    """The test images of ``data``, by file name only (nothing is read):
+
+    * a folder with ``HR/`` and optional ``LR/`` subfolders (LR files paired by
+      :func:`flowsr.data.pairs.pair_folders`: ``<stem>`` or ``<stem>x<scale>``);
+    * a folder of HR images (no LR files: the caller makes bicubic ones);
+    * the name of a bundled sample set (:data:`flowsr.data.SAMPLE_KINDS`; its LR files are used
+      when their scale is the model's).
+
+    Raises ``ValueError`` for anything else, or a folder without images.
+    """
+    p = Path(data)
+    if not p.exists() and str(data) in SAMPLE_KINDS:
+        use_lr = SAMPLE_KINDS[str(data)] == scale
+        return [ImagePair(n, hr, lr if use_lr else None) for n, hr, lr in sample_images(str(data))]
+    if not p.is_dir():
+        raise ValueError(f"--data {data}: no such folder (or bundled set: {', '.join(SAMPLE_KINDS)})")
+    hr_dir = p / "HR" if (p / "HR").is_dir() else p
+    lr_dir = p / "LR" if (p / "LR").is_dir() else None
+    pairs = pair_folders(hr_dir, lr_dir, scale)
+    if not pairs:
+        raise ValueError(f"no images in {hr_dir}")
+    return pairs
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """``(H, W)`` from the file header (no decoding), or ``None`` when the header cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size[1], im.size[0]
+    except Exception:  # noqa: BLE001 - reported when the image is read
+        return None
+
+
+def lr_size_problems(pairs: Sequence[ImagePair], scale: int, task: str = "sr") -> list[str]:
+    """The pairs whose LR file cannot be the HR image (cropped to the scale) divided by ``scale``,
+    judged from the headers (either orientation passes: the reader may apply EXIF rotation)."""
+    problems = []
+    for pair in pairs:
+        if pair.lr is None or task != "sr":
+            continue
+        hr, lr = _header_size(pair.hr), _header_size(pair.lr)
+        if hr is None or lr is None:
+            continue
+        want = (hr[0] // scale, hr[1] // scale)
+        if lr != want and lr[::-1] != want:
+            problems.append(
+                f"{pair.lr}: LR image is {lr[1]}x{lr[0]}, expected {want[1]}x{want[0]} (the HR image "
+                f"{hr[1]}x{hr[0]} divided by the model's scale {scale})"
+            )
+    return problems
+
+
+def read_pair(pair: ImagePair, scale: int) -> Pair:
+    """Read one test image (``ValueError`` naming the file when it cannot be read or is smaller than
+    the scale)."""
+    hr = read_image(pair.hr)
+    if min(hr.shape[-2:]) < scale:
+        raise ValueError(f"{pair.hr}: HR image {hr.shape[-1]}x{hr.shape[-2]} is smaller than the scale x{scale}")
+    return Pair(pair.name, hr, read_image(pair.lr) if pair.lr is not None else None)
 
 
 def summarize(rows: Sequence[dict]) -> list[dict]:
