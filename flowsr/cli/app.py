@@ -44,7 +44,17 @@ def _parse(argv: list[str]):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``flowsr`` command with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    status = _main(list(sys.argv[1:] if argv is None else argv))
+    try:  # flush now: a pipe that closed must not print an error at interpreter exit
+        sys.stdout.flush()
+    except BrokenPipeError:
+        handle_broken_pipe()
+    except (OSError, ValueError):  # pragma: no cover - stdout already closed
+        pass
+    return status
+
+
+def _main(argv: list[str]) -> int:
     debug = "--debug" in argv
     try:
         args = _parse(argv)

@@ -49,7 +49,14 @@ def bench_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     argv = ["bench", *getattr(args, "bench_argv", [])]
-    ns = bench_parser().parse_args(argv)
+    parser = bench_parser()
+    ns = parser.parse_args(argv)
+    for name in ("repeats", "samples", "train_batch", "calib_seconds", "timeout"):  # counts and durations
+        value = getattr(ns, name, None)
+        if value is not None and value <= 0:
+            parser.error(f"argument --{name.replace('_', '-')}: must be > 0, got {value}")
+    if getattr(ns, "warmup", 0) < 0:
+        parser.error(f"argument --warmup: must be >= 0, got {ns.warmup}")
     setup_torch(ns.threads)
     ns.device = str(resolve_device(ns.device))
     return int(ns.func(ns) or 0)

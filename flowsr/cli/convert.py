@@ -114,6 +114,12 @@ def run(args: argparse.Namespace) -> int:
         model = load_official(src, opt)
     except ValueError as err:
         raise CLIError(f"cannot convert {src.name}: {one_line(err)}") from None
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise CLIError(
+            f"cannot convert {src.name}: it holds non-finite weights (NaN or Inf in {len(bad)} tensors: {shown})"
+        )
     extra = {"converted_from": src.name, "official_options": json.dumps(opt, sort_keys=True, default=str)}
     save(model, out, extra=extra)
     n = sum(p.numel() for p in model.parameters())

@@ -31,6 +31,11 @@ def bundled_names() -> list[str]:
     return sorted(p.stem for p in folder.glob("*.safetensors")) if folder.is_dir() else []
 
 
+def _open_for_read(path: Path):
+    """A seam for tests: root reads every file, so 'permission denied' is simulated through it."""
+    return open(path, "rb")  # noqa: SIM115 - the caller closes it
+
+
 def _not_found(ref: str) -> CLIError:
     names = ", ".join(bundled_names()) or "none installed"
     return CLIError(
@@ -74,7 +79,7 @@ def resolve(ref: str) -> Path:
     if not stat.S_ISREG(mode):
         raise CLIError(f"checkpoint {path} is not a regular file (a FIFO, socket or device)")
     try:
-        with open(path, "rb") as fh:
+        with _open_for_read(path) as fh:
             fh.read(8)
     except PermissionError:
         raise CLIError(f"cannot read checkpoint {path}: permission denied") from None
@@ -94,7 +99,10 @@ def load_model(ref: str, device: Any = "cpu") -> tuple[Any, Path]:
         hint = ""
         if path.suffix.lower() in (".pth", ".pt", ".ckpt"):
             hint = "; official .pth checkpoints must be converted first: flowsr convert OFFICIAL.pth --config ..."
-        raise CLIError(f"cannot load checkpoint {path}: {one_line(err)}{hint}") from None
+        text = one_line(err)
+        if len(text) > 400:  # e.g. torch's list of every missing state-dict key
+            text = text[:400] + " ..."
+        raise CLIError(f"cannot load checkpoint {path}: {text}{hint}") from None
 
 
 def _parse_temperatures(value: Any) -> list[float] | None:

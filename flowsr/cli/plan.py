@@ -3,7 +3,9 @@
 Guarantees (docs/cli.md):
 
 * **an input is never written**: a planned output that is an input (same path, or the same file
-  through a link or a case-insensitive file system) is an error, ``--overwrite`` or not;
+  through a link or a case-insensitive file system) is an error, ``--overwrite`` or not. Files of
+  an input folder that were skipped because they look like earlier outputs count as inputs too:
+  flowsr cannot tell them from a user's own file of that name;
 * **nothing is overwritten without --overwrite**: existing outputs are listed and refused;
 * two planned outputs never share a name;
 * ``--out`` is checked: a file where a folder is needed is named as such; ``-o name.png`` with one
@@ -97,9 +99,10 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def check(outputs: Sequence[Output], inputs: Sequence[Path], overwrite: bool) -> None:
-    """Refuse a plan that would write an input, write one file twice, or (without ``overwrite``)
-    replace an existing file. Called before any work; see the module docstring."""
+def check(outputs: Sequence[Output], inputs: Sequence[Path], overwrite: bool, protected: Sequence[Path] = ()) -> None:
+    """Refuse a plan that would write an input (or a ``protected`` file: one skipped in an input
+    folder), write one file twice, or (without ``overwrite``) replace an existing file. Called
+    before any work; see the module docstring."""
     by_path: dict[Path, Output] = {}
     for out in outputs:
         key = Path(os.path.abspath(out.path))
@@ -111,14 +114,22 @@ def check(outputs: Sequence[Output], inputs: Sequence[Path], overwrite: bool) ->
                 + "; rename one input or use --suffix"
             )
         by_path[key] = out
-    input_paths = {Path(os.path.abspath(p)): p for p in inputs}
-    input_ids = {i: p for p in inputs if (i := _identity(Path(p))) is not None}
+    everything = [*inputs, *protected]
+    skipped = {Path(os.path.abspath(p)) for p in protected}
+    input_paths = {Path(os.path.abspath(p)): p for p in everything}
+    input_ids = {i: p for p in everything if (i := _identity(Path(p))) is not None}
     existing = []
     for key, out in by_path.items():
         hit = input_paths.get(key) or input_paths.get(Path(os.path.realpath(key)))
         ident = _identity(key)
         if hit is None and ident is not None:
             hit = input_ids.get(ident)
+        if hit is not None and Path(os.path.abspath(hit)) in skipped:
+            raise CLIError(
+                f"the output {out.path} would replace {hit}, a file of the input folder (skipped as it looks like "
+                "an earlier output); flowsr never writes into its inputs: remove it first, or choose another "
+                "--out or a --suffix"
+            )
         if hit is not None:
             raise CLIError(
                 f"the output {out.path} would overwrite the input {hit}; inputs are never written: "

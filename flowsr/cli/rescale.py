@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         f: [target.file or target.folder / plan.name(f.stem, tag, suffix, args.ext) for tag in tags]
         for f in found.files
     }
-    plan.check([plan.Output(p, f) for f, ps in names.items() for p in ps], found.files, args.overwrite)
+    plan.check([plan.Output(p, f) for f, ps in names.items() for p in ps], found.files, args.overwrite, found.skipped)
     notes = NoteLog()
 
     def up(lr, f: Path, t: float):

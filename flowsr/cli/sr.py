@@ -118,7 +118,12 @@ def run(args: argparse.Namespace) -> int:
             (t, k, target.file or target.folder / plan.name(f.stem, sample_tag(t, k), suffix, args.ext))
             for t, k in jobs
         ]
-    plan.check([plan.Output(p, f) for f, outs in outputs.items() for _, _, p in outs], found.files, args.overwrite)
+    plan.check(
+        [plan.Output(p, f) for f, outs in outputs.items() for _, _, p in outs],
+        found.files,
+        args.overwrite,
+        found.skipped,
+    )
 
     notes = NoteLog()
 
