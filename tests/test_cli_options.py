@@ -271,7 +271,8 @@ print(time.perf_counter() - start, worst)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 0, proc.stderr
     total, worst = map(float, proc.stdout.split())
-    assert worst < 0.5 and total < 2.0, (total, worst)  # each --help well under 0.5 s (typically ~0.05 s)
+    # typically ~0.05 s each; the bound is loose for loaded machines, torch alone takes seconds to import
+    assert worst < 1.0 and total < 3.0, (total, worst)
 
 
 def test_bench_shares_the_common_options(capsys) -> None:

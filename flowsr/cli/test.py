@@ -171,12 +171,12 @@ def run(args: argparse.Namespace) -> int:
         NLL_NOTE,
         evaluate_rescaling,
         evaluate_sr,
+        evaluation_pairs,
         lr_size_problems,
         markdown_table,
         output_files,
         read_pair,
         summarize,
-        test_pairs,
         write_csv,
     )
     from flowsr.fileio import atomic_write
@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         overlap = tiling(args.tile, args.overlap, DEFAULT_OVERLAP * scale, hr_multiple(model), "HR")
     if args.data:
         try:
-            pairs = test_pairs(args.data, scale)
+            pairs = evaluation_pairs(args.data, scale)
         except ValueError as err:
             raise CLIError(str(err)) from None
     elif cfg is not None:

@@ -1,29 +1,8 @@
-"""Evaluate SR and rescaling models on image sets: metric rows, Markdown/CSV tables, comparison grids.
-
-Used by ``flowsr test`` and ``flowsr demo`` (:mod:`flowsr.cli`); the metrics are those of
-:mod:`flowsr.metrics` with the official conventions (8-bit rounding, border crop = scale, BT.601 Y,
-MATLAB-style SSIM), the bicubic baselines use the MATLAB-exact :func:`flowsr.data.imresize`.
-
-* SR (:func:`evaluate_sr`): for every image, the bicubic upscale of the LR image and ``samples``
-  SR samples at each temperature; PSNR/SSIM (RGB and Y) against the HR image averaged over the
-  samples, LR-consistency PSNR, diversity (``samples >= 2``), LPIPS (when given) and the NLL of
-  the HR image (bits per pixel, the official unit; the same for every temperature).
-* Rescaling (:func:`evaluate_rescaling`): bicubic down + up against the model's downscale (8-bit
-  LR) + upscale at each temperature; ``lr_psnr`` / ``lr_psnr_y`` are the model LR against the
-  bicubic LR (RGB / Y); :func:`reconstruction_quality` gives the same numbers for one image.
-* Test images: :func:`test_pairs` finds them (a folder with ``HR/`` and ``LR/``, a folder of HR
-  images, a bundled set name) by file name only, :func:`read_pair` reads one, and
-  :func:`lr_size_problems` checks the LR sizes from the file headers, so a caller can refuse a
-  mismatched set before any work and skip a bad image without losing the others.
-  :func:`output_files` names what the evaluation of one image writes.
-
-A model that overflows (NaN at a high temperature) raises
-:class:`~flowsr.models.NonFiniteOutputError` naming the image and the temperature.
-"""
+"""Metric rows of SR and rescaling models on image pairs (the numbers of ``flowsr test`` and
+``flowsr demo``), and the bicubic baselines they are compared with."""
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -33,56 +12,24 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from flowsr.data import SAMPLE_KINDS, from_uint8, imresize, read_image, sample_images, to_uint8, write_image
-from flowsr.data.pairs import ImagePair, pair_folders
+from flowsr.data import from_uint8, imresize, to_uint8, write_image
 from flowsr.inference import downscale, super_resolve
 from flowsr.metrics import diversity, lr_consistency_psnr, psnr, ssim
 from flowsr.models.base import GeneratorNoise, NonFiniteOutputError
 from flowsr.visualize import save_grid
 
 __all__ = [
-    "COLUMNS",
-    "NLL_NOTE",
     "Pair",
     "bicubic_down",
     "bicubic_up",
     "evaluate_rescaling",
     "evaluate_sr",
-    "format_value",
+    "file_t",
     "image_quality",
-    "lr_size_problems",
-    "markdown_table",
+    "mean",
     "modcrop",
-    "output_files",
-    "read_pair",
     "reconstruction_quality",
-    "summarize",
-    "test_pairs",
-    "write_csv",
 ]
-
-#: Every metric column, in table order, with its header.
-COLUMNS: dict[str, str] = {
-    "image": "image",
-    "method": "method",
-    "psnr": "PSNR",
-    "ssim": "SSIM",
-    "psnr_y": "PSNR-Y",
-    "ssim_y": "SSIM-Y",
-    "lr_psnr": "LR-PSNR",
-    "lr_psnr_y": "LR-PSNR-Y",
-    "diversity": "diversity",
-    "lpips": "LPIPS",
-    "nll": "NLL (bits/px, see note)",
-}
-
-#: What the NLL column is (printed under tables that have it; docs/metrics.md says the same).
-NLL_NOTE = (
-    "NLL: -log2 p(HR | LR) of the 8-bit HR image given the LR image, divided by the number of HR pixels "
-    "(channels not counted; the official HCFlow / SRFlow unit); lower is better. HCFlow dequantises with "
-    "uniform noise, SRFlow does not: the model's density of a continuous image can exceed 1, so the bits "
-    "can be negative."
-)
 
 
 @dataclass
@@ -129,7 +76,8 @@ def image_quality(img: Tensor, hr: Tensor, scale: int) -> dict[str, float]:
     return out
 
 
-def _mean(values: list[float]) -> float:
+def mean(values: list[float]) -> float:
+    """The mean of the non-NaN values (NaN when there are none)."""
     values = [v for v in values if v is not None and not math.isnan(v)]
     return sum(values) / len(values) if values else math.nan
 
@@ -138,7 +86,8 @@ def _t_label(t: float) -> str:
     return f"T={t:g}"
 
 
-def _file_t(t: float) -> str:
+def file_t(t: float) -> str:
+    """A temperature as it appears in file names (``0.8``, ``0``, ``1e+30``)."""
     return f"{t:g}"
 
 
@@ -210,14 +159,14 @@ def evaluate_sr(
         for t in temperatures:
             gen = torch.Generator().manual_seed(seed)
             outs = [_sample(model, lr_dev, t, gen, tile, overlap, pair.name)[0].cpu() for _ in range(samples)]
-            images += [(f"{pair.name}_t{_file_t(t)}_s{k}.png", o) for k, o in enumerate(outs[: 1 if t == 0 else None])]
+            images += [(f"{pair.name}_t{file_t(t)}_s{k}.png", o) for k, o in enumerate(outs[: 1 if t == 0 else None])]
             qualities = [image_quality(o, hr, scale) for o in outs]
             row = {"image": pair.name, "method": _t_label(t)}
             for key in ("psnr", "ssim", "psnr_y", "ssim_y"):
-                row[key] = _mean([q[key] for q in qualities])
-            row["lr_psnr"] = _mean([lr_consistency_psnr(o, lr, scale) for o in outs])
+                row[key] = mean([q[key] for q in qualities])
+            row["lr_psnr"] = mean([lr_consistency_psnr(o, lr, scale) for o in outs])
             row["diversity"] = diversity(torch.stack(outs)) if samples >= 2 else math.nan
-            row["lpips"] = _mean([_lpips_value(lpips, o, hr) for o in outs]) if lpips is not None else math.nan
+            row["lpips"] = mean([_lpips_value(lpips, o, hr) for o in outs]) if lpips is not None else math.nan
             row["nll"] = nll_value
             rows.append(row)
             firsts.append(outs[0])
@@ -236,7 +185,7 @@ def evaluate_sr(
             if samples >= 2:
                 t_last = temperatures[-1]
                 save_grid(
-                    grid_dir / f"{pair.name}_samples_t{_file_t(t_last)}.png",
+                    grid_dir / f"{pair.name}_samples_t{file_t(t_last)}.png",
                     [strip],
                     [f"{_t_label(t_last)} #{k}" for k in range(samples)],
                 )
@@ -317,7 +266,7 @@ def evaluate_rescaling(
         _write_images(
             image_dir,
             [(f"{pair.name}_lr.png", lr_cpu)]
-            + [(f"{pair.name}_rec_t{_file_t(t)}.png", r) for t, r in zip(temperatures, recs)],
+            + [(f"{pair.name}_rec_t{file_t(t)}.png", r) for t, r in zip(temperatures, recs)],
         )
         if log is not None:
             log(
@@ -347,24 +296,6 @@ def _write_images(folder: str | os.PathLike | None, images: Sequence[tuple[str, 
             write_image(Path(folder) / file_name, img)
 
 
-def output_files(
-    task: str, name: str, temperatures: Sequence[float], samples: int = 1, *, images: bool = False
-) -> list[str]:
-    """The files (relative to the output folder) that evaluating image ``name`` writes:
-    ``grids/...`` always, ``images/...`` with ``images=True`` (the ``image_dir`` of ``flowsr test``)."""
-    out = [f"grids/{name}.png"]
-    if task == "sr":
-        if samples >= 2 and temperatures:
-            out.append(f"grids/{name}_samples_t{_file_t(temperatures[-1])}.png")
-        if images:
-            out += [
-                f"images/{name}_t{_file_t(t)}_s{k}.png" for t in temperatures for k in range(1 if t == 0 else samples)
-            ]
-    elif images:
-        out += [f"images/{name}_lr.png"] + [f"images/{name}_rec_t{_file_t(t)}.png" for t in temperatures]
-    return out
-
-
 def reconstruction_quality(hr: Tensor, lr: Tensor, recs: Sequence[Tensor], scale: int) -> dict:
     """What ``flowsr rescale`` prints for one image: ``{"reconstructions": [image_quality of each
     rec], "bicubic": image_quality of bicubic down+up, "lr_psnr": model LR vs bicubic LR}``.
@@ -382,144 +313,3 @@ def reconstruction_quality(hr: Tensor, lr: Tensor, recs: Sequence[Tensor], scale
         "bicubic": image_quality(bicubic_up(lr_bic, scale, hr.shape[-2:]), hr, scale),
         "lr_psnr": psnr(lr, lr_bic) if lr.shape[-2:] == lr_bic.shape[-2:] else math.nan,
     }
-
-
-# -- test images -------------------------------------------------------------------------------------
-
-
-def test_pairs(data: str | os.PathLike, scale: int) -> list[ImagePair]:
-    """The test images of ``data``, by file name only (nothing is read):
-
-    * a folder with ``HR/`` and optional ``LR/`` subfolders (LR files paired by
-      :func:`flowsr.data.pairs.pair_folders`: ``<stem>`` or ``<stem>x<scale>``);
-    * a folder of HR images (no LR files: the caller makes bicubic ones);
-    * the name of a bundled sample set (:data:`flowsr.data.SAMPLE_KINDS`; its LR files are used
-      when their scale is the model's).
-
-    Raises ``ValueError`` for anything else, or a folder without images.
-    """
-    p = Path(data)
-    if not p.exists() and str(data) in SAMPLE_KINDS:
-        use_lr = SAMPLE_KINDS[str(data)] == scale
-        return [ImagePair(n, hr, lr if use_lr else None) for n, hr, lr in sample_images(str(data))]
-    if not p.is_dir():
-        raise ValueError(f"--data {data}: no such folder (or bundled set: {', '.join(SAMPLE_KINDS)})")
-    hr_dir = p / "HR" if (p / "HR").is_dir() else p
-    lr_dir = p / "LR" if (p / "LR").is_dir() else None
-    pairs = pair_folders(hr_dir, lr_dir, scale)
-    if not pairs:
-        raise ValueError(f"no images in {hr_dir}")
-    return pairs
-
-
-def _header_size(path: Path) -> tuple[int, int] | None:
-    """``(H, W)`` from the file header (no decoding), or ``None`` when the header cannot be read."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.size[1], im.size[0]
-    except Exception:  # noqa: BLE001 - reported when the image is read
-        return None
-
-
-def lr_size_problems(pairs: Sequence[ImagePair], scale: int, task: str = "sr") -> list[str]:
-    """The pairs whose LR file cannot be the HR image (cropped to the scale) divided by ``scale``,
-    judged from the headers (either orientation passes: the reader may apply EXIF rotation)."""
-    problems = []
-    for pair in pairs:
-        if pair.lr is None or task != "sr":
-            continue
-        hr, lr = _header_size(pair.hr), _header_size(pair.lr)
-        if hr is None or lr is None:
-            continue
-        want = (hr[0] // scale, hr[1] // scale)
-        if lr != want and lr[::-1] != want:
-            problems.append(
-                f"{pair.lr}: LR image is {lr[1]}x{lr[0]}, expected {want[1]}x{want[0]} (the HR image "
-                f"{hr[1]}x{hr[0]} divided by the model's scale {scale})"
-            )
-    return problems
-
-
-def read_pair(pair: ImagePair, scale: int) -> Pair:
-    """Read one test image (``ValueError`` naming the file when it cannot be read or is smaller than
-    the scale)."""
-    hr = read_image(pair.hr)
-    if min(hr.shape[-2:]) < scale:
-        raise ValueError(f"{pair.hr}: HR image {hr.shape[-1]}x{hr.shape[-2]} is smaller than the scale x{scale}")
-    return Pair(pair.name, hr, read_image(pair.lr) if pair.lr is not None else None)
-
-
-def summarize(rows: Sequence[dict]) -> list[dict]:
-    """One ``image="mean"`` row per method: the mean of each metric over the images (NaN ignored)."""
-    methods: list[str] = []
-    for r in rows:
-        if r["method"] not in methods:
-            methods.append(r["method"])
-    out = []
-    for m in methods:
-        sel = [r for r in rows if r["method"] == m]
-        row = {"image": "mean", "method": m}
-        for key in COLUMNS:
-            if key in ("image", "method"):
-                continue
-            vals = [r.get(key, math.nan) for r in sel]
-            row[key] = _mean(vals)
-        out.append(row)
-    return out
-
-
-def _columns(rows: Sequence[dict]) -> list[str]:
-    """The columns that have at least one finite value (plus image and method)."""
-    keep = ["image", "method"]
-    for key in COLUMNS:
-        if key in keep:
-            continue
-        if any(isinstance(r.get(key), float) and not math.isnan(r[key]) for r in rows):
-            keep.append(key)
-    return keep
-
-
-def format_value(key: str, v) -> str:
-    """Table formatting: PSNRs with 2 decimals, SSIM/LPIPS with 4, NaN as ``-``."""
-    if isinstance(v, str):
-        return v
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    if isinstance(v, float) and math.isinf(v):
-        return "inf"
-    if key in ("ssim", "ssim_y", "lpips"):
-        return f"{v:.4f}"
-    if key == "nll":
-        return f"{v:.3f}"
-    return f"{v:.2f}"
-
-
-def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
-    """A Markdown table of ``rows`` (columns without any value are left out)."""
-    columns = list(columns) if columns is not None else _columns(rows)
-    lines = [
-        "| " + " | ".join(COLUMNS.get(c, c) for c in columns) + " |",
-        "|" + "|".join("---" if c in ("image", "method") else "---:" for c in columns) + "|",
-    ]
-    for r in rows:
-        lines.append("| " + " | ".join(format_value(c, r.get(c, math.nan)) for c in columns) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_csv(path: str | os.PathLike, rows: Sequence[dict], columns: Sequence[str] | None = None) -> Path:
-    """Write ``rows`` as CSV (full precision; empty cells for missing values)."""
-    columns = list(columns) if columns is not None else _columns(rows)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(columns)
-        for r in rows:
-            cells = []
-            for c in columns:
-                v = r.get(c, math.nan)
-                cells.append("" if isinstance(v, float) and math.isnan(v) else v)
-            writer.writerow(cells)
-    return path
