@@ -155,3 +155,26 @@ def test_comparison_grid_layout_and_save(tmp_path) -> None:
     assert read_image(path).shape[0] == 3
     with pytest.raises(ValueError, match="no images"):
         comparison_grid([[]])
+
+
+def test_api_gaps_give_one_line_value_errors(files) -> None:
+    """Issue 14, defect 12: bad arguments to the inference helpers are clear ValueErrors, not raw
+    TypeError / RuntimeError, and never silently 1-pixel tiles."""
+    model, rs = load(files["sr"]), load(files["rs"])
+    lr = smooth(8, 8)[None]
+    cases = [
+        (lambda: inf.super_resolve(model, torch.rand(1, 3, 0, 0), 0.0), "empty"),
+        (lambda: inf.super_resolve(model, lr, 0.0, tile=0), "tile"),
+        (lambda: inf.super_resolve(model, lr, 0.0, tile=-3), "tile"),
+        (lambda: inf.downscale(rs, smooth(16, 16)[None], tile=0), "tile"),
+        (lambda: inf.downscale(rs, smooth(16, 16)[None], tile=-3), "tile"),
+        (lambda: inf.super_resolve(model, lr, 0.5, generator="seed"), "torch.Generator"),
+        (lambda: inf.draw_latents(model, (-4, 8), 0.5), "positive"),
+        (lambda: inf.draw_latents(model, (8, 8), 0.5, batch=0), "batch"),
+        (lambda: inf.super_resolve(model, lr, float("nan")), "temperature"),
+        (lambda: model.sample(lr, 0.5, n=2.5), "n must be an int"),
+    ]
+    for call, needle in cases:
+        with pytest.raises(ValueError, match=needle) as info:
+            call()
+        assert "\n" not in str(info.value)

@@ -282,3 +282,37 @@ def test_bench_shares_the_common_options(capsys) -> None:
     assert "--debug" in text and "--threads" in text and "auto" in text
     ns = bench_parser().parse_args(["bench"])
     assert ns.device == "auto" and ns.threads is None and not getattr(ns, "debug", False)
+
+
+def test_images_keep_alpha_grey_16_bit_and_orientation(capsys, tmp_path) -> None:
+    """With the IO redesign's load_image / save_image (issue 13, item 2): outputs are the same kind of
+    file as the inputs, each conversion is printed once."""
+    import numpy as np
+
+    import flowsr.data
+
+    if not hasattr(flowsr.data, "load_image"):
+        pytest.skip("flowsr.data.load_image / save_image are not in this flowsr yet")
+    rng = np.random.default_rng(0)
+    d = tmp_path / "in"
+    d.mkdir()
+    rgba = (rng.random((10, 12, 4)) * 255).astype("uint8")
+    Image.fromarray(rgba, "RGBA").save(d / "alpha.png")
+    Image.fromarray(rgba[..., 0], "L").save(d / "grey.png")
+    Image.fromarray(rgba[..., 1], "L").save(d / "grey2.png")
+    Image.fromarray((rng.random((10, 12)) * 65535).astype("uint16")).save(d / "g16.png")
+    im = Image.fromarray(rgba[..., :3])
+    exif = im.getexif()
+    exif[274] = 6  # rotated 90 degrees clockwise when shown
+    im.save(d / "rot.jpg", exif=exif)
+    code, out, err = run(capsys, "sr", d, "-m", "hcflow_sr_x4_demo", "-t", "0", "-o", tmp_path / "o")
+    assert code == 0, err
+    modes = {}
+    for p in (tmp_path / "o").iterdir():
+        with Image.open(p) as img:
+            modes[p.name] = (img.mode, img.size)
+    assert modes["alpha_t0_s0.png"] == ("RGBA", (48, 40))
+    assert modes["grey_t0_s0.png"] == ("L", (48, 40))
+    assert modes["g16_t0_s0.png"][0].startswith("I;16")
+    assert modes["rot_t0_s0.png"] == ("RGB", (40, 48))  # upright: the EXIF rotation was applied
+    assert out.count("grey image") == 1 and "1 more (grey)" in out  # printed once, then counted
