@@ -315,4 +315,4 @@ def test_images_keep_alpha_grey_16_bit_and_orientation(capsys, tmp_path) -> None
     assert modes["grey_t0_s0.png"] == ("L", (48, 40))
     assert modes["g16_t0_s0.png"][0].startswith("I;16")
     assert modes["rot_t0_s0.png"] == ("RGB", (40, 48))  # upright: the EXIF rotation was applied
-    assert out.count("grey image") == 1 and "1 more (grey)" in out  # printed once, then counted
+    assert out.count("grey image") == 1 and "2 more (grey)" in out  # three grey inputs: printed once, counted
