@@ -14,7 +14,7 @@ each tile an independent sample, and the overlaps would blend two unrelated samp
 seams at temperature > 0). Instead the latents of the whole (padded) image are drawn once, in the
 order and from the generator the model's own ``sample`` would use, and every tile decodes its
 crop of them. Tiled and whole-image outputs therefore differ only by the tiles' border effects
-(the receptive field of the networks), at every temperature (``tests/test_cli.py`` checks a
+(the receptive field of the networks), at every temperature (``tests/test_cli_inference.py`` checks a
 mean difference below 1/255 at temperatures 0 and 0.8). The latents, the output accumulator and
 its weight map are image-sized (together about 2.5x the output image in float32, ~130 MB for a
 2048x2048 output); every network activation is tile-sized. The whole-image path (``tile=None``)
@@ -363,8 +363,8 @@ def super_resolve(
     (LR pixels) decodes in overlapping tiles (see the module docstring); ``None`` decodes the
     whole image, identical to ``model.sample(lr, temperature, generator=generator)``. Works for SR
     models and for rescaling models (upscaling an LR they did not make). ``temperature``
-    defaults to the model's. Raises :class:`~flowsr.models.NonFiniteOutputError` when the model
-    overflows.
+    defaults to the model's. ``progress(done, total)`` is called after each tile (a progress
+    bar). Raises :class:`~flowsr.models.NonFiniteOutputError` when the model overflows.
     """
     model.check_image(lr, "LR image")
     t = model.default_temperature if temperature is None else temperature

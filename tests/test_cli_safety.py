@@ -305,6 +305,9 @@ def test_misleading_messages_are_fixed(capsys, files, tmp_path) -> None:
         (["convert", pth, "--config", png, "-o", tmp_path / "o.safetensors"], "is an image"),
         (["info", "no_such_model_name"], "bundled model"),
         (["info", fifo], "not a regular file"),
+        (["convert", fifo, "--config", "SR_DF2K_4X", "-o", tmp_path / "o.safetensors"], "is a FIFO"),
+        (["test", files["sr"], "--data", fifo], "is a FIFO"),
+        (["test", files["sr"], "--data", files["lr"]], "is a file, not a folder"),
     ]
     for argv, needle in cases:
         code, _, err = run(capsys, *argv)

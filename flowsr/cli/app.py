@@ -27,6 +27,8 @@ _TIMED = ("test", "demo")
 def _message(err: BaseException) -> str:
     if isinstance(err, CLIError):
         return str(err)
+    if isinstance(err, OSError) and err.strerror and err.filename:  # not "[Errno 13] ...": what and where
+        return f"{err.strerror}: {err.filename}"
     if isinstance(err, (ValueError, OSError, FloatingPointError)):  # library errors already say what and where
         return one_line(err)
     return f"{type(err).__name__}: {one_line(err)}"

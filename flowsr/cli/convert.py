@@ -10,6 +10,7 @@ from pathlib import Path
 from flowsr.cli.base import command
 from flowsr.cli.console import say
 from flowsr.cli.errors import CLIError, one_line
+from flowsr.cli.inputs import path_problem
 
 __all__ = ["add_parser", "official_options", "official_presets", "run"]
 
@@ -102,8 +103,11 @@ def run(args: argparse.Namespace) -> int:
     from flowsr.models import save
 
     src = Path(args.official)
-    if not src.is_file():
+    problem = path_problem(src)
+    if problem == "does not exist":
         raise CLIError(f"official checkpoint not found: {args.official}")
+    if problem:
+        raise CLIError(f"official checkpoint {args.official} {problem}")
     out = Path(args.out)
     if out.suffix.lower() != ".safetensors":
         raise CLIError(f"--out must be a .safetensors file, got {args.out}")

@@ -20,7 +20,7 @@ from flowsr.cli import images
 from flowsr.cli.console import say
 from flowsr.cli.errors import CLIError
 
-__all__ = ["Inputs", "collect"]
+__all__ = ["Inputs", "collect", "path_problem"]
 
 
 @dataclass
@@ -36,6 +36,25 @@ def _kind(mode: int) -> str:
         if test(mode):
             return name
     return "a device" if stat.S_ISBLK(mode) else "not a regular file"
+
+
+def path_problem(path: str | os.PathLike, want: str = "file") -> str | None:
+    """Why ``path`` is not an existing regular file (``want="file"``) or folder (``"folder"``), in
+    words (``"does not exist"``, ``"is a FIFO"``, ``"is a folder"``, ...), or ``None`` when it is."""
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        return "does not exist (a broken symbolic link)" if os.path.islink(p) else "does not exist"
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"
+    if want == "folder":
+        return (
+            None if stat.S_ISDIR(mode) else ("is a file, not a folder" if stat.S_ISREG(mode) else f"is {_kind(mode)}")
+        )
+    if stat.S_ISREG(mode):
+        return None
+    return "is a folder, not a file" if stat.S_ISDIR(mode) else f"is {_kind(mode)}, not a regular file"
 
 
 def _expand(item: str) -> tuple[list[Path], bool]:

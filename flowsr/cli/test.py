@@ -12,6 +12,7 @@ from flowsr.cli.base import command
 from flowsr.cli.batch import Batch
 from flowsr.cli.console import say
 from flowsr.cli.errors import CLIError
+from flowsr.cli.inputs import path_problem
 from flowsr.cli.modelref import bundled_names, load_model, model_temperatures, resolve
 from flowsr.cli.options import (
     DEFAULT_OVERLAP,
@@ -197,6 +198,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         overlap = tiling(args.tile, args.overlap, DEFAULT_OVERLAP * scale, hr_multiple(model), "HR")
     if args.data:
+        problem = path_problem(args.data, "folder")
+        if problem and not (problem == "does not exist" and not Path(args.data).suffix):  # else a bundled set name
+            raise CLIError(f"--data {args.data} {problem}")
         try:
             pairs = evaluation_pairs(args.data, scale)
         except ValueError as err:
