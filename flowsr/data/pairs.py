@@ -16,23 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-try:  # the one list of image extensions (flowsr.data.image_io, from the IO redesign)
-    from flowsr.data.image_io import IMAGE_EXTENSIONS
-except ImportError:  # pragma: no cover - before that lands: the extensions read_image opens
-    IMAGE_EXTENSIONS = (
-        ".bmp",
-        ".gif",
-        ".jpeg",
-        ".jpg",
-        ".pbm",
-        ".pgm",
-        ".png",
-        ".pnm",
-        ".ppm",
-        ".tif",
-        ".tiff",
-        ".webp",
-    )
+from flowsr.data.image_io import list_images
 
 __all__ = ["ImagePair", "images_by_stem", "lr_stems", "match_lr", "pair_folders"]
 
@@ -52,7 +36,8 @@ def lr_stems(stem: str, scale: int) -> tuple[str, str]:
 
 
 def images_by_stem(folder: str | os.PathLike) -> dict[str, Path]:
-    """``{stem: path}`` of the image files in ``folder`` (not recursive, hidden files skipped).
+    """``{stem: path}`` of the image files in ``folder`` (:func:`flowsr.data.list_images`: the one
+    list of image extensions, not recursive, hidden files skipped).
 
     Raises ``ValueError`` when ``folder`` is not a folder or two images share a stem (``a.png`` and
     ``a.jpg``: which one is meant is a guess this function does not make).
@@ -61,9 +46,7 @@ def images_by_stem(folder: str | os.PathLike) -> dict[str, Path]:
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a folder")
     found: dict[str, Path] = {}
-    for p in sorted(folder.iterdir(), key=lambda p: p.name):
-        if p.name.startswith(".") or p.suffix.lower() not in IMAGE_EXTENSIONS or not p.is_file():
-            continue
+    for p in list_images(folder):
         if p.stem in found:
             raise ValueError(f"{folder} has two images named {p.stem!r} ({found[p.stem].name} and {p.name})")
         found[p.stem] = p
