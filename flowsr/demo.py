@@ -1,10 +1,14 @@
 """``flowsr demo``: the README's main job on the bundled sample images and models.
 
-1. Rescaling: every bundled HR image is downscaled by the bundled rescaling model to an 8-bit LR
+The images: by default the redistributable bundled sets (``open_x4``: CC0 / public-domain
+crops, so results may be shared); ``images="reference"`` shows the sets the model cards and the
+README report on (Set5 butterfly, CelebA-HQ faces; not redistributable). :data:`IMAGE_SETS`.
+
+1. Rescaling: every HR image of those sets is downscaled by the bundled rescaling model to an 8-bit LR
    image and upscaled back from it; PSNR/SSIM (Y, border = scale) against the HR image are printed
    next to bicubic down + up, with the model LR's PSNR against the bicubic LR.
-2. Super-resolution: the bundled LR images of the SR model's scale (and the bicubic LR of the other
-   bundled HR images) are super-resolved (temperature 0 and 0.8, three samples); PSNR/SSIM next to
+2. Super-resolution: their bundled LR images of the SR model's scale (and the bicubic LR of the
+   other HR images) are super-resolved (the model's temperatures, three samples); PSNR/SSIM next to
    bicubic upscaling of the same LR images.
 
 Models are the ``*.safetensors`` files in ``flowsr/data/models/`` (each with a model card
@@ -26,12 +30,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from flowsr.data import SAMPLE_KINDS, read_image, sample_images
+from flowsr.data import SAMPLE_KINDS, SAMPLE_SETS, read_card, read_image, sample_images
 from flowsr.evaluate import NLL_NOTE, Pair, evaluate_rescaling, evaluate_sr, markdown_table, summarize, write_csv
 from flowsr.models import FlowSRModel, get_family
 from flowsr.models.checkpoint import load, model_info, read_metadata
 
 __all__ = [
+    "IMAGE_SETS",
     "bundled_models_dir",
     "find_models",
     "rescaling_pairs",
@@ -139,35 +144,53 @@ def retrain_models(
 
 
 def _card(path: Path) -> str:
+    """``<file>: <the card's first line after its front matter> (card: <path>)``."""
     card = path.with_suffix(".md")
     if not card.is_file():
         return f"{path.name} (no model card)"
-    for line in card.read_text().splitlines():
+    try:
+        _, body = read_card(card)
+    except ValueError:
+        body = card.read_text()
+    for line in body.splitlines():
         if line.strip():
             return f"{path.name}: {line.strip().lstrip('# ')} (card: {card})"
     return path.name
 
 
-def rescaling_pairs() -> list[Pair]:
-    """Every bundled HR image (the rescaling part of the demo)."""
+#: ``flowsr demo --images``: which bundled sets the demo shows. ``open``: the redistributable ones
+#: (CC0 / public domain: results may be shared); ``reference``: the sets the model cards and the
+#: README report on (Set5 butterfly, CelebA-HQ faces: not redistributable).
+IMAGE_SETS: dict[str, list[str]] = {
+    "open": [name for name, s in SAMPLE_SETS.items() if s.redistributable],
+    "reference": list(SAMPLE_KINDS),
+}
+
+
+def rescaling_pairs(sets: list[str] | None = None) -> list[Pair]:
+    """Every HR image of the bundled ``sets`` (default: ``IMAGE_SETS["reference"]``, the sets the
+    model cards report on): the rescaling part of the demo."""
     pairs = []
-    for kind in SAMPLE_KINDS:
+    for kind in IMAGE_SETS["reference"] if sets is None else sets:
         for name, hr, _ in sample_images(kind):
             pairs.append(Pair(name, read_image(hr)))
     return pairs
 
 
-def sr_pairs(scale: int) -> tuple[list[Pair], str]:
-    """The bundled LR images of ``scale`` (MATLAB bicubic of their HR), then the other bundled HR
-    images with their bicubic LR made here."""
+def sr_pairs(scale: int, sets: list[str] | None = None) -> tuple[list[Pair], str]:
+    """The bundled LR images of ``scale`` (MATLAB bicubic of their HR), then the other HR images of
+    ``sets`` (default as :func:`rescaling_pairs`) with their bicubic LR made here."""
+    sets = IMAGE_SETS["reference"] if sets is None else sets
     pairs, names = [], []
-    for kind, s in SAMPLE_KINDS.items():
-        if s == scale:
+    for kind in sets:
+        if SAMPLE_SETS[kind].scale == scale:
             pairs += [Pair(name, read_image(hr), read_image(lr)) for name, hr, lr in sample_images(kind)]
             names.append(f"bundled {kind} LR")
     bundled = {p.name for p in pairs}
-    pairs += [Pair(p.name, p.hr, None) for p in rescaling_pairs() if p.name not in bundled]
-    names.append(f"bicubic x{scale} LR of the other bundled HR images")
+    others = [Pair(p.name, p.hr, None) for p in rescaling_pairs(sets) if p.name not in bundled]
+    if others:
+        pairs += others
+        names.append(f"bicubic x{scale} LR of the other bundled HR images")
     return pairs, "images (" + "; ".join(names) + ")"
 
 
@@ -208,12 +231,16 @@ def run(
     untrained: bool = False,
     seed: int = 0,
     max_images: int | None = None,
+    images: str = "open",
     log: Callable[[str], None] = print,
 ) -> int:
     """Run the demo (see the module docstring); writes ``out/{rescaling,sr}/*.png`` and
     ``out/metrics.{md,csv}``. ``retrain``: first train the models again with their recipes
     (:func:`retrain_models`, ``retrain_iterations`` of them); ``max_images``: the first K images of
-    each part. Returns 0."""
+    each part; ``images``: a key of :data:`IMAGE_SETS`. Returns 0."""
+    if images not in IMAGE_SETS:
+        raise ValueError(f"images must be one of {sorted(IMAGE_SETS)}, got {images!r}")
+    sets = IMAGE_SETS[images]
     out = Path(out)
     found = {} if untrained else find_models(models_dir)
     if retrain and not untrained:
@@ -235,7 +262,8 @@ def run(
 
     model: nn.Module
     model, meta, trained = pick("rescaling", "rescaling")
-    pairs = rescaling_pairs()[:max_images]
+    log(f"images: {images} ({', '.join(f'{k}: {SAMPLE_SETS[k].licence}' for k in sets)})")
+    pairs = rescaling_pairs(sets)[:max_images]
     temps = _temperature(meta, [1.0])
     log(f"rescaling {len(pairs)} bundled HR images x{model.scale} (downscale, 8-bit LR, upscale at T={temps}) ...")
     rows = evaluate_rescaling(
@@ -246,7 +274,7 @@ def run(
     # -- SR -----------------------------------------------------------------------------------
     sr_model, meta, trained = pick("sr", "SR")
     assert sr_model.task == "sr"
-    pairs, what = sr_pairs(int(sr_model.scale))
+    pairs, what = sr_pairs(int(sr_model.scale), sets)
     pairs = pairs[:max_images]
     temps = _temperature(meta, [0.0, 0.8])
     log(f"super-resolving {len(pairs)} {what} x{sr_model.scale} at T={temps}, 3 samples each ...")

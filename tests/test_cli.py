@@ -289,6 +289,14 @@ def test_demo_untrained_runs_end_to_end_and_says_so(capsys, tmp_path) -> None:
     assert md.count("**UNTRAINED model**") == 2  # both tables say so
     assert len(list((out / "rescaling").glob("*.png"))) == 1
     assert len(list((out / "sr").glob("*.png"))) == 2  # grid + sample strip
+    # the default images may be shared: the redistributable sets only (issue 13)
+    from flowsr.data import SAMPLE_KINDS, SAMPLE_SETS, sample_images
+    from flowsr.demo import IMAGE_SETS
+
+    assert IMAGE_SETS["open"] and all(SAMPLE_SETS[k].redistributable for k in IMAGE_SETS["open"])
+    assert IMAGE_SETS["reference"] == list(SAMPLE_KINDS)  # what the model cards report on
+    first = sorted(p.stem for p in (out / "rescaling").glob("*.png"))[0]
+    assert first in {name for k in IMAGE_SETS["open"] for name, _, _ in sample_images(k)}
 
 
 def test_demo_retrain_trains_the_demo_recipes_and_uses_their_last_checkpoints(capsys, tmp_path) -> None:

@@ -16,7 +16,9 @@ HELP = "Run the README demo on the bundled images and models"
 
 EPILOG = """\
 Rescales the bundled sample images (downscale, then upscale from the 8-bit LR) with the bundled
-rescaling model and super-resolves the bundled LR images with the bundled SR model; prints
+rescaling model and super-resolves their LR images with the bundled SR model. The images are the
+redistributable ones (open_x4: CC0 / public-domain crops) unless --images reference (the Set5
+butterfly and CelebA-HQ faces that the model cards and the README report on); prints
 PSNR/SSIM next to bicubic down+up and writes comparison grids and metrics tables to --out.
 Models come from flowsr/data/models/*.safetensors (each with a model card), or from --models DIR
 (a missing folder, or an unreadable model in it, is an error). Without bundled models, or with
@@ -28,6 +30,7 @@ hour each on 2 CPU cores) into OUT/runs/ and uses their last checkpoints.
 Examples:
   flowsr demo                                   # or: make demo
   flowsr demo --out my_demo --device cuda
+  flowsr demo --images reference                # the numbers of the model cards
   flowsr demo --retrain                         # or: make demo-retrain
   flowsr demo --retrain --retrain-iterations 10 --max-images 1   # quick pipeline check"""
 
@@ -44,6 +47,13 @@ def add_parser(sub, parents: list) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--retrain-iterations", type=count(1), default=None, metavar="N", help="with --retrain: train N iterations only"
+    )
+    p.add_argument(
+        "--images",
+        choices=("open", "reference"),
+        default="open",
+        help="open: the redistributable sample images (CC0 / public domain); reference: the Set5 butterfly and "
+        "CelebA-HQ faces the model cards report on (not redistributable)",
     )
     p.add_argument("--max-images", type=count(1), default=None, metavar="K", help="use the first K images of each part")
     add_device(p)
@@ -69,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
             untrained=args.untrained,
             seed=args.seed,
             max_images=args.max_images,
+            images=args.images,
             log=say,
         )
     except ValueError as err:
