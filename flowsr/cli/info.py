@@ -9,7 +9,7 @@ from pathlib import Path
 from flowsr.cli.base import command
 from flowsr.cli.console import say
 from flowsr.cli.errors import CLIError, one_line
-from flowsr.cli.modelref import bundled_dir, bundled_names, load_model
+from flowsr.cli.modelref import bundled_dir, load_model
 
 __all__ = ["add_parser", "bundled_models", "run"]
 
@@ -37,38 +37,20 @@ def add_parser(sub, parents: list) -> argparse.ArgumentParser:
     return p
 
 
-def _title(card: Path) -> str:
-    """The card's first heading (after any YAML front matter)."""
-    if not card.is_file():
-        return ""
-    lines = card.read_text(encoding="utf-8").splitlines()
-    if lines and lines[0].strip() == "---":
-        end = next((i for i in range(1, len(lines)) if lines[i].strip() == "---"), 0)
-        lines = lines[end + 1 :]
-    return next((ln.strip().lstrip("#").strip() for ln in lines if ln.strip()), "")
-
-
 def bundled_models() -> list[dict]:
-    """``[{"name", "task", "scale", "family", "title", "path", "card"}, ...]`` of the bundled models."""
+    """``[{"name", "task", "scale", "family", "title", "path", "card"}, ...]`` of the bundled models
+    (``flowsr.data.bundled_models`` with each file's task and scale)."""
+    from flowsr.data import bundled_models as entries
     from flowsr.models.checkpoint import model_info
 
     out = []
-    for name in bundled_names():
-        path = bundled_dir() / f"{name}.safetensors"
+    for entry in entries():
         try:
-            info = model_info(path)
+            info = model_info(entry.path)
         except Exception as err:  # noqa: BLE001 - a broken installation: say so in the list
             info = {"family": "?", "task": "?", "scale": 0, "error": one_line(err)}
-        card = path.with_suffix(".md")
-        out.append(
-            {
-                "name": name,
-                **info,
-                "title": _title(card),
-                "path": str(path),
-                "card": str(card) if card.is_file() else None,
-            }
-        )
+        card = str(entry.card) if entry.card is not None else None
+        out.append({"name": entry.name, **info, "title": entry.title, "path": str(entry.path), "card": card})
     return out
 
 
@@ -84,7 +66,9 @@ def _list(as_json: bool) -> int:
         task = _TASKS.get(m["task"], m["task"])
         say(f"{m['name']}: {task} x{m['scale']} ({m['family']}){' - ' + m['title'] if m['title'] else ''}")
         say(f"    {m['path']}" + (f" (card: {Path(m['card']).name})" if m["card"] else ""))
-    say("use one with -m NAME, e.g. flowsr sr photo.png -m " + models[0]["name"])
+    for m in models[:2]:
+        command = "sr" if m["task"] == "sr" else "rescale"
+        say(f"use one with -m NAME, e.g. flowsr {command} photo.png -m {m['name']}")
     return 0
 
 

@@ -41,9 +41,9 @@ is given, the run folder's best checkpoint unless -m/-c is given, and its val.te
 
 Test images (--data): a folder with HR/ and optional LR/ subfolders (LR files named <stem> or
 <stem>x<scale>, as DIV2K's 0801x4.png), a folder of HR images (LR images made with MATLAB-exact
-bicubic), or a bundled set name (face_x8, general_x4). SR: HR images are cropped to a multiple of
-the scale (as the official test). --tile/--overlap: LR pixels for SR models, HR pixels for
-rescaling models (the pixels the model starts from).
+bicubic), or a bundled set name (open_x4, general_x4, face_x8). SR: HR images are cropped to a
+multiple of the scale (as the official test). --tile/--overlap: LR pixels for SR models, HR
+pixels for rescaling models (the pixels the model starts from).
 
 Writes OUT/metrics.md and OUT/metrics.csv (per image and mean rows), OUT/grids/<name>.png (LR |
 bicubic | first sample at each temperature | HR; rescaling: bicubic LR | model LR | bicubic up |

@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from flowsr.data import SAMPLE_KINDS, read_image, sample_images
+from flowsr.data import SAMPLE_SETS, read_image, sample_images
 from flowsr.data.pairs import ImagePair, pair_folders
 from flowsr.evaluate.rows import Pair, file_t
 
@@ -38,17 +38,17 @@ def evaluation_pairs(data: str | os.PathLike, scale: int) -> list[ImagePair]:
     * a folder with ``HR/`` and optional ``LR/`` subfolders (LR files paired by
       :func:`flowsr.data.pairs.pair_folders`: ``<stem>`` or ``<stem>x<scale>``);
     * a folder of HR images (no LR files: the caller makes bicubic ones);
-    * the name of a bundled sample set (:data:`flowsr.data.SAMPLE_KINDS`; its LR files are used
+    * the name of a bundled sample set (:data:`flowsr.data.SAMPLE_SETS`; its LR files are used
       when their scale is the model's).
 
     Raises ``ValueError`` for anything else, or a folder without images.
     """
     p = Path(data)
-    if not p.exists() and str(data) in SAMPLE_KINDS:
-        use_lr = SAMPLE_KINDS[str(data)] == scale
+    if not p.exists() and str(data) in SAMPLE_SETS:
+        use_lr = SAMPLE_SETS[str(data)].scale == scale
         return [ImagePair(n, hr, lr if use_lr else None) for n, hr, lr in sample_images(str(data))]
     if not p.is_dir():
-        raise ValueError(f"--data {data}: no such folder (or bundled set: {', '.join(SAMPLE_KINDS)})")
+        raise ValueError(f"--data {data}: no such folder (or bundled set: {', '.join(SAMPLE_SETS)})")
     hr_dir = p / "HR" if (p / "HR").is_dir() else p
     lr_dir = p / "LR" if (p / "LR").is_dir() else None
     pairs = pair_folders(hr_dir, lr_dir, scale)
