@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from flowsr.data.image_io import list_images
+from flowsr.data.image_files import list_images
 
 __all__ = ["ImagePair", "images_by_stem", "lr_stems", "match_lr", "pair_folders"]
 
