@@ -3,100 +3,89 @@
 Built on FrEIA 0.2: every layer is a FrEIA ``InvertibleModule`` (:mod:`flowsr.layers`); the
 hierarchy builder (:mod:`flowsr.models`) assembles them into HCFlow and related models, and
 :mod:`flowsr.convert` loads the official checkpoints. See ``docs/architecture.md``.
+
+The names below are imported on first use (PEP 562), not when ``flowsr`` is imported: the
+``flowsr`` command imports ``flowsr.cli``, and ``flowsr --help`` must not pay for importing torch.
+``from flowsr import HCFlowSR`` and ``flowsr.models`` work as before.
 """
 
-from flowsr import data, layers, metrics, models, testing
-from flowsr.convert import load_official
-from flowsr.layers import (
-    FCN,
-    RRDB,
-    ActNorm,
-    AffineCoupling,
-    AffineInjector,
-    ConditionalGaussianSplit,
-    DenseBlock,
-    FixedPermutation,
-    FlowGraph,
-    FlowModule,
-    FlowSequence,
-    FlowStep,
-    GaussianWhitening,
-    HaarDownsampling,
-    InvBlockExp,
-    InvConv1x1,
-    Inverse,
-    NflowsTransform,
-    Squeeze,
-    ThreeShiftCoupling,
-    ZeroConv2d,
-    dequantize,
-    quantize,
-)
-from flowsr.models import (
-    IRN,
-    CouplingSpec,
-    FeatureSpec,
-    HCFlowRescaling,
-    HCFlowSR,
-    HierarchicalFlow,
-    HierarchySpec,
-    LatentSpec,
-    SRFlow,
-    build_hierarchy,
-    hcflow_rescaling_spec,
-    hcflow_sr_spec,
-    irn_spec,
-    load,
-    save,
-    srflow_spec,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "FCN",
-    "IRN",
-    "SRFlow",
-    "data",
-    "irn_spec",
-    "metrics",
-    "srflow_spec",
-    "RRDB",
-    "ActNorm",
-    "AffineCoupling",
-    "AffineInjector",
-    "ConditionalGaussianSplit",
-    "CouplingSpec",
-    "DenseBlock",
-    "FeatureSpec",
-    "FixedPermutation",
-    "FlowGraph",
-    "FlowModule",
-    "FlowSequence",
-    "FlowStep",
-    "GaussianWhitening",
-    "HCFlowRescaling",
-    "HCFlowSR",
-    "HaarDownsampling",
-    "HierarchicalFlow",
-    "HierarchySpec",
-    "InvBlockExp",
-    "InvConv1x1",
-    "Inverse",
-    "LatentSpec",
-    "NflowsTransform",
-    "Squeeze",
-    "ThreeShiftCoupling",
-    "ZeroConv2d",
-    "build_hierarchy",
-    "dequantize",
-    "hcflow_rescaling_spec",
-    "hcflow_sr_spec",
-    "layers",
-    "load",
-    "load_official",
-    "models",
-    "quantize",
-    "save",
-    "testing",
-]
+#: Submodules reachable as attributes of the package.
+_SUBMODULES = ("data", "layers", "metrics", "models", "testing")
+
+#: Public name -> the module that defines it.
+_NAMES: dict[str, str] = {
+    "load_official": "flowsr.convert",
+    **{
+        name: "flowsr.layers"
+        for name in (
+            "FCN",
+            "RRDB",
+            "ActNorm",
+            "AffineCoupling",
+            "AffineInjector",
+            "ConditionalGaussianSplit",
+            "DenseBlock",
+            "FixedPermutation",
+            "FlowGraph",
+            "FlowModule",
+            "FlowSequence",
+            "FlowStep",
+            "GaussianWhitening",
+            "HaarDownsampling",
+            "InvBlockExp",
+            "InvConv1x1",
+            "Inverse",
+            "NflowsTransform",
+            "Squeeze",
+            "ThreeShiftCoupling",
+            "ZeroConv2d",
+            "dequantize",
+            "quantize",
+        )
+    },
+    **{
+        name: "flowsr.models"
+        for name in (
+            "IRN",
+            "CouplingSpec",
+            "FeatureSpec",
+            "HCFlowRescaling",
+            "HCFlowSR",
+            "HierarchicalFlow",
+            "HierarchySpec",
+            "LatentSpec",
+            "SRFlow",
+            "build_hierarchy",
+            "hcflow_rescaling_spec",
+            "hcflow_sr_spec",
+            "irn_spec",
+            "load",
+            "save",
+            "srflow_spec",
+        )
+    },
+}
+
+__all__ = sorted([*_SUBMODULES, *_NAMES])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"flowsr.{name}")
+    elif name in _NAMES:
+        module = getattr(importlib.import_module(_NAMES[name]), name)
+    else:
+        raise AttributeError(f"module 'flowsr' has no attribute {name!r}")
+    globals()[name] = module  # cache: the next access is a plain attribute
+    return module
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

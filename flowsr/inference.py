@@ -14,7 +14,7 @@ each tile an independent sample, and the overlaps would blend two unrelated samp
 seams at temperature > 0). Instead the latents of the whole (padded) image are drawn once, in the
 order and from the generator the model's own ``sample`` would use, and every tile decodes its
 crop of them. Tiled and whole-image outputs therefore differ only by the tiles' border effects
-(the receptive field of the networks), at every temperature (``tests/test_cli.py`` checks a
+(the receptive field of the networks), at every temperature (``tests/test_cli_inference.py`` checks a
 mean difference below 1/255 at temperatures 0 and 0.8). The latents, the output accumulator and
 its weight map are image-sized (together about 2.5x the output image in float32, ~130 MB for a
 2048x2048 output); every network activation is tile-sized. The whole-image path (``tile=None``)
@@ -218,6 +218,7 @@ def tiled(
     align: int = 1,
     margin: int | None = None,
     with_box: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """Apply ``fn`` to overlapping tiles of ``x`` and blend the outputs with feathered (linear) ramps.
 
@@ -236,6 +237,8 @@ def tiled(
             convolutional network's output is least accurate near a border it cannot see past);
             default ``overlap // 4`` (rounded down to ``align``). The rest of each overlap is
             cross-faded linearly (:func:`ramp`).
+        progress: called as ``progress(done, total)`` after each tile (e.g. a progress bar);
+            not called when the image is processed in one piece.
 
     Peak memory: one tile's worth of ``fn`` activations plus the output and a weight map. Each
     output pixel is the weighted mean of the tiles covering it; the weights of neighbouring tiles
@@ -271,6 +274,7 @@ def tiled(
     rows, cols = tile_starts(h, th, oh, align), tile_starts(w, tw, ow, align)
     row_ov, col_ov = _overlaps(rows, th, h), _overlaps(cols, tw, w)
     out = weight = None
+    done, total = 0, len(rows) * len(cols)
     for r, (rb, ra) in zip(rows, row_ov):
         r1 = min(r + th, h)
         for c, (cb, ca) in zip(cols, col_ov):
@@ -293,6 +297,9 @@ def tiled(
             out[:, :, oy0:oy1, ox0:ox1] += y * wmap
             weight[:, :, oy0:oy1, ox0:ox1] += wmap
             del y
+            done += 1
+            if progress is not None:
+                progress(done, total)
     return out.div_(weight)  # in place: no second image-sized buffer
 
 
@@ -327,7 +334,7 @@ def draw_latents(
     return [z.to(device) for z in zs] if device is not None else zs
 
 
-def _decode_tiles(model: FlowSRModel, lr: Tensor, zs: list[Tensor], tile, overlap) -> Tensor:
+def _decode_tiles(model: FlowSRModel, lr: Tensor, zs: list[Tensor], tile, overlap, progress=None) -> Tensor:
     ratios = _latent_ratios(model)
 
     def fn(lr_tile: Tensor, box: Box) -> Tensor:
@@ -335,7 +342,7 @@ def _decode_tiles(model: FlowSRModel, lr: Tensor, zs: list[Tensor], tile, overla
         crops = [z[:, :, int(r0 * rh) : int(r1 * rh), int(c0 * rw) : int(c1 * rw)] for z, (rh, rw) in zip(zs, ratios)]
         return model.decode(lr_tile, crops).clamp(0, 1)
 
-    return tiled(fn, lr, tile, overlap, model.scale, align=model.lr_multiple, with_box=True)
+    return tiled(fn, lr, tile, overlap, model.scale, align=model.lr_multiple, with_box=True, progress=progress)
 
 
 @torch.no_grad()
@@ -348,6 +355,7 @@ def super_resolve(
     tile: int | None = None,
     overlap: int = DEFAULT_OVERLAP,
     pad_mode: str = "reflect",
+    progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """One HR sample ``(B, C, sH, sW)`` in [0, 1] for ``lr`` ``(B, C, H, W)`` of any size.
 
@@ -355,15 +363,15 @@ def super_resolve(
     (LR pixels) decodes in overlapping tiles (see the module docstring); ``None`` decodes the
     whole image, identical to ``model.sample(lr, temperature, generator=generator)``. Works for SR
     models and for rescaling models (upscaling an LR they did not make). ``temperature``
-    defaults to the model's. Raises :class:`~flowsr.models.NonFiniteOutputError` when the model
-    overflows.
+    defaults to the model's. ``progress(done, total)`` is called after each tile (a progress
+    bar). Raises :class:`~flowsr.models.NonFiniteOutputError` when the model overflows.
     """
     model.check_image(lr, "LR image")
     t = model.default_temperature if temperature is None else temperature
     size = lr.shape[2:]
     x, _ = pad_to_multiple(lr, model.lr_multiple, pad_mode)
     zs = draw_latents(model, x.shape[2:], t, generator, batch=x.shape[0], device=x.device, dtype=x.dtype)
-    out = _decode_tiles(model, x, zs, tile, overlap)
+    out = _decode_tiles(model, x, zs, tile, overlap, progress)
     model.check_output(out, t)
     return crop_to(out, (size[0] * model.scale, size[1] * model.scale))
 
@@ -378,9 +386,12 @@ def upscale(
     tile: int | None = None,
     overlap: int = DEFAULT_OVERLAP,
     pad_mode: str = "reflect",
+    progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """Rescaling LR -> HR (the model's ``upscale``), any size, optionally tiled; same as :func:`super_resolve`."""
-    return super_resolve(model, lr, temperature, generator, tile=tile, overlap=overlap, pad_mode=pad_mode)
+    return super_resolve(
+        model, lr, temperature, generator, tile=tile, overlap=overlap, pad_mode=pad_mode, progress=progress
+    )
 
 
 @torch.no_grad()
@@ -392,6 +403,7 @@ def downscale(
     overlap: int = 4 * DEFAULT_OVERLAP,
     quantize_8bit: bool = True,
     pad_mode: str = "reflect",
+    progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """Rescaling HR -> LR ``(B, C, ceil(H/s), ceil(W/s))``: the flow's LR output clamped to [0, 1]
     and (by default) rounded to 8 bits, as the model's ``downscale``.
@@ -404,5 +416,13 @@ def downscale(
     model.check_image(hr, "HR image")
     mult = hr_multiple(model)
     x, _ = pad_to_multiple(hr, mult, pad_mode)
-    y = tiled(lambda t: model.downscale(t, quantize_8bit=False), x, tile, overlap, Fraction(1, model.scale), align=mult)
+    y = tiled(
+        lambda t: model.downscale(t, quantize_8bit=False),
+        x,
+        tile,
+        overlap,
+        Fraction(1, model.scale),
+        align=mult,
+        progress=progress,
+    )
     return quantize(y) if quantize_8bit else y

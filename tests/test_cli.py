@@ -17,103 +17,17 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cli_helpers import REPO, assert_one_line_error, make_files, run, smooth
 from PIL import Image
 
-from flowsr import inference as inf
-from flowsr.cli import main, official_presets, train_api
+from flowsr.cli import official_presets, train_api
 from flowsr.data import read_image, write_image
-from flowsr.models import (
-    IRN,
-    CouplingSpec,
-    FeatureSpec,
-    HCFlowRescaling,
-    HCFlowSR,
-    HierarchySpec,
-    LatentSpec,
-    SRFlow,
-    irn_spec,
-    load,
-    make_srflow_spec,
-    save,
-)
-from flowsr.testing import perturb_parameters
-from flowsr.visualize import comparison_grid, save_grid
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-# -- tiny models and images -------------------------------------------------------------------------
-
-
-def _fcn(hidden: int = 8) -> CouplingSpec:
-    return CouplingSpec(kind="affine", subnet="fcn", hidden=hidden, scale="atan")
-
-
-def tiny_sr(seed: int = 0) -> HCFlowSR:
-    torch.manual_seed(seed)
-    spec = HierarchySpec(
-        levels=2,
-        steps=1,
-        coupling=_fcn(),
-        latent=LatentSpec(steps=1, coupling=_fcn(), prior="exp"),
-        features=FeatureSpec(kind="rrdb", nf=8, gc=4, nb=[1, 1], concat=True),
-    )
-    return perturb_parameters(HCFlowSR(spec, quant=256), seed=seed, scale=0.05).eval()
-
-
-def tiny_rescaling(seed: int = 0) -> HCFlowRescaling:
-    torch.manual_seed(seed)
-    spec = HierarchySpec(
-        levels=2,
-        steps=2,
-        squeeze="haar",
-        permutation="none",
-        coupling=CouplingSpec(kind="three_shift", subnet="dense", hidden=4, scale="atan"),
-        latent=LatentSpec(steps=1, coupling=_fcn(), prior="atan"),
-        features=FeatureSpec(kind="rrdb", nf=8, gc=4, nb=[1, 1], concat=False),
-    )
-    return perturb_parameters(HCFlowRescaling(spec), seed=seed, scale=0.05).eval()
-
-
-def smooth(h: int, w: int, seed: int = 0) -> torch.Tensor:
-    """A smooth random (3, h, w) image in [0, 1] (natural-image-like, so border effects are realistic)."""
-    g = torch.Generator().manual_seed(seed)
-    small = torch.rand(1, 3, max(2, h // 4), max(2, w // 4), generator=g)
-    return torch.nn.functional.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)[0]
+from flowsr.models import load
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("cli")
-    out = {
-        "sr": save(tiny_sr(), d / "sr.safetensors"),
-        "rs": save(tiny_rescaling(), d / "rs.safetensors", extra={"note": "tiny test model"}),
-        "lr": write_image(d / "lr.png", smooth(7, 5)),  # odd size: padded and cropped back
-        "hr": write_image(d / "hr.png", smooth(26, 21, seed=1)),  # not a multiple of the scale
-    }
-    corrupt = d / "corrupt.png"
-    corrupt.write_bytes(out["lr"].read_bytes()[:60])  # a truncated PNG
-    out["corrupt"] = corrupt
-    bad_ckpt = d / "bad.safetensors"
-    bad_ckpt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
-    out["bad_ckpt"] = bad_ckpt
-    return out
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("flowsr: error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+    return make_files(tmp_path_factory)
 
 
 # -- --help -----------------------------------------------------------------------------------------
@@ -155,16 +69,21 @@ def test_sr_writes_every_sample_at_every_temperature(capsys, files, tmp_path) ->
     code, stdout, err = run(capsys, *args)
     assert code == 0, err
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["lr_t0.7_s0.png", "lr_t0.7_s1.png", "lr_t0_s0.png", "lr_t0_s1.png"]
+    assert names == ["lr_t0.7_s0.png", "lr_t0.7_s1.png", "lr_t0_s0.png"]  # T=0 (the mean) once, not twice
+    assert "T=0 is the mean sample" in stdout
     img = read_image(out / "lr_t0.7_s0.png")
     assert img.shape == (3, 28, 20)  # odd 7x5 LR: padded for the model, output cropped to 4x
-    torch.testing.assert_close(read_image(out / "lr_t0_s0.png"), read_image(out / "lr_t0_s1.png"))  # T=0: mean
     assert not torch.equal(img, read_image(out / "lr_t0.7_s1.png"))  # T>0: diverse
     assert "28" in stdout
-    # Reproducible: the same seed gives the same files; the CLI equals model.sample with that seed.
+    # Reproducible: the same seed gives the same files; sample 0 does not depend on the other
+    # temperatures or sample counts of the run.
     code, _, _ = run(capsys, "sr", files["lr"], "-c", files["sr"], "-t", "0.7", "-o", tmp_path / "again")
     assert code == 0
     assert (tmp_path / "again" / "lr_t0.7_s0.png").read_bytes() == (out / "lr_t0.7_s0.png").read_bytes()
+    # T=0 is deterministic: two separate runs with other seeds give the same mean sample
+    code, _, _ = run(capsys, "sr", files["lr"], "-c", files["sr"], "-t", "0", "--seed", "5", "-o", tmp_path / "s5")
+    assert code == 0
+    assert (tmp_path / "s5" / "lr_t0_s0.png").read_bytes() == (out / "lr_t0_s0.png").read_bytes()
 
 
 def test_sr_tiled_from_the_command_line(capsys, files, tmp_path) -> None:
@@ -185,19 +104,26 @@ def test_sr_refuses_a_rescaling_model(capsys, files, tmp_path) -> None:
 def test_rescale_writes_lr_and_reconstruction_and_prints_psnr(capsys, files, tmp_path) -> None:
     code, out, err = run(capsys, "rescale", files["hr"], "-c", files["rs"], "-o", tmp_path, "-t", "0")
     assert code == 0, err
-    lr, rec = read_image(tmp_path / "hr_LR.png"), read_image(tmp_path / "hr_HR.png")
+    lr, rec = read_image(tmp_path / "hr_lr.png"), read_image(tmp_path / "hr_rec.png")  # named for what they are
     assert lr.shape == (3, 7, 6)  # ceil(26 / 4) x ceil(21 / 4): the HR image is padded to the scale
     assert rec.shape == (3, 26, 21)  # cropped back
     assert "PSNR" in out and "bicubic down+up" in out
     # --mode down / up split the round trip; up from the written LR gives the padded HR size.
     code, _, err = run(capsys, "rescale", files["hr"], "-c", files["rs"], "-o", tmp_path / "d", "--mode", "down")
     assert code == 0, err
-    assert (tmp_path / "d" / "hr_LR.png").read_bytes() == (tmp_path / "hr_LR.png").read_bytes()
+    assert (tmp_path / "d" / "hr_lr.png").read_bytes() == (tmp_path / "hr_lr.png").read_bytes()
     code, _, err = run(
-        capsys, "rescale", tmp_path / "hr_LR.png", "-c", files["rs"], "-o", tmp_path / "u", "--mode", "up"
+        capsys, "rescale", tmp_path / "hr_lr.png", "-c", files["rs"], "-o", tmp_path / "u", "--mode", "up", "-t", "0"
     )
     assert code == 0, err
-    assert read_image(tmp_path / "u" / "hr_LR_up.png").shape == (3, 28, 24)
+    up = read_image(tmp_path / "u" / "hr_lr_rec.png")
+    assert up.shape == (3, 28, 24)
+    torch.testing.assert_close(up[:, :26, :21], rec)  # the same reconstruction as in the round trip
+    # several temperatures: one reconstruction each, named by temperature
+    code, out, err = run(capsys, "rescale", files["hr"], "-c", files["rs"], "-o", tmp_path / "m", "-t", "0", "1")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["hr_lr.png", "hr_rec_t0.png", "hr_rec_t1.png"]
+    assert "T=0:" in out and "T=1:" in out
 
 
 def test_rescale_refuses_an_sr_model(capsys, files, tmp_path) -> None:
@@ -363,6 +289,14 @@ def test_demo_untrained_runs_end_to_end_and_says_so(capsys, tmp_path) -> None:
     assert md.count("**UNTRAINED model**") == 2  # both tables say so
     assert len(list((out / "rescaling").glob("*.png"))) == 1
     assert len(list((out / "sr").glob("*.png"))) == 2  # grid + sample strip
+    # the default images may be shared: the redistributable sets only (issue 13)
+    from flowsr.data import SAMPLE_KINDS, SAMPLE_SETS, sample_images
+    from flowsr.demo import IMAGE_SETS
+
+    assert IMAGE_SETS["open"] and all(SAMPLE_SETS[k].redistributable for k in IMAGE_SETS["open"])
+    assert IMAGE_SETS["reference"] == list(SAMPLE_KINDS)  # what the model cards report on
+    first = sorted(p.stem for p in (out / "rescaling").glob("*.png"))[0]
+    assert first in {name for k in IMAGE_SETS["open"] for name, _, _ in sample_images(k)}
 
 
 def test_demo_retrain_trains_the_demo_recipes_and_uses_their_last_checkpoints(capsys, tmp_path) -> None:
@@ -391,7 +325,8 @@ def test_bad_inputs_give_one_line_errors(capsys, files, tmp_path) -> None:
         (["sr", files["lr"], "-c", sr, "-o", tmp_path, "-t", "-1"], "--temperature"),
         (["sr", files["lr"], "-c", sr, "-o", tmp_path, "-t", "hot"], "invalid float"),
         (["sr", files["lr"], "-c", sr, "-o", tmp_path, "--tile", "0"], "--tile"),
-        (["sr", files["lr"], "-c", sr], "--out"),
+        (["sr", files["lr"], "-o", tmp_path], "--model"),  # a model is required (-m or -c)
+        (["sr", files["lr"], "-m", sr, "-c", sr, "-o", tmp_path], "not allowed with"),
         (["sr", tmp_path, "-c", sr, "-o", tmp_path / "o"], "no images"),
         (["rescale", files["corrupt"], "-c", rs, "-o", tmp_path], "cannot read"),
         (["info", files["bad_ckpt"]], "cannot load checkpoint"),
@@ -419,137 +354,3 @@ def test_grey_alpha_and_16_bit_inputs_are_converted(capsys, files, tmp_path) -> 
     code, _, err = run(capsys, "sr", la, grey16, "-c", files["sr"], "-t", "0", "-o", tmp_path / "o")
     assert code == 0, err
     assert read_image(tmp_path / "o" / "la_t0_s0.png").shape == (3, 20, 24)
-
-
-def test_two_channel_tensor_is_refused_by_the_helpers(files) -> None:
-    model = load(files["sr"])
-    with pytest.raises(ValueError, match=r"shape \(B, 3, H, W\), got \(1, 2, 8, 8\)") as info:
-        inf.super_resolve(model, torch.rand(1, 2, 8, 8), 0.0)
-    assert "\n" not in str(info.value)
-    with pytest.raises(ValueError, match="not a rescaling model"):
-        inf.downscale(model, torch.rand(1, 3, 8, 8))
-    with pytest.raises(ValueError, match="temperature"):
-        inf.super_resolve(model, torch.rand(1, 3, 8, 8), -1.0)
-
-
-# -- inference helpers ------------------------------------------------------------------------------
-
-
-def test_pad_to_multiple_and_crop_back() -> None:
-    x = torch.rand(2, 3, 7, 5)
-    y, size = inf.pad_to_multiple(x, 4)
-    assert y.shape == (2, 3, 8, 8) and size == (7, 5)
-    torch.testing.assert_close(inf.crop_to(y, size), x, rtol=0, atol=0)
-    torch.testing.assert_close(y[..., 7, :5], x[..., 5, :])  # reflection
-    same, _ = inf.pad_to_multiple(x, 1)
-    assert same is x
-    tiny, _ = inf.pad_to_multiple(torch.rand(3, 1, 2), 4)  # reflection impossible: replicate
-    assert tiny.shape == (3, 4, 4)
-
-
-@pytest.mark.parametrize(
-    ("length", "tile", "overlap", "align"),
-    [(100, 32, 8, 1), (33, 16, 8, 1), (64, 64, 16, 1), (10, 32, 8, 1), (96, 32, 16, 4), (2048, 512, 64, 4)],
-)
-def test_tile_starts_cover_overlap_and_align(length, tile, overlap, align) -> None:
-    starts = inf.tile_starts(length, tile, overlap, align)
-    ends = [min(s + tile, length) for s in starts]
-    assert starts[0] == 0 and ends[-1] == length
-    assert all(s % align == 0 for s in starts)
-    assert all(e - s <= tile for s, e in zip(starts, ends))  # no tile is larger than asked
-    for i in range(len(starts) - 1):
-        assert ends[i] - starts[i + 1] >= (overlap if length > tile else 0)  # neighbours overlap enough
-        assert starts[i + 1] > starts[i]
-    if length > tile:  # no more tiles than needed
-        assert len(starts) == 1 + math.ceil((length - tile) / (tile - overlap))
-
-
-def test_tiled_peak_memory_is_bounded_by_the_tile() -> None:
-    """The 2048x2048 x4 SR target: a 512x512 LR in 128-pixel tiles never hands the model more than
-    128x128 LR pixels (512x512 HR), whatever the image size; the arithmetic, without a model."""
-    seen = []
-
-    def fn(t: torch.Tensor) -> torch.Tensor:
-        seen.append(tuple(t.shape[2:]))
-        return torch.nn.functional.interpolate(t, scale_factor=4, mode="nearest")
-
-    x = torch.rand(1, 3, 512, 512)
-    y = inf.tiled(fn, x, 128, 16, 4)
-    assert y.shape == (1, 3, 2048, 2048)
-    assert max(h * w for h, w in seen) <= 128 * 128 and len(seen) == 25
-    torch.testing.assert_close(y, torch.nn.functional.interpolate(x, scale_factor=4, mode="nearest"))
-    boxes = inf.tile_boxes((512, 512), 128, 16)
-    cover = torch.zeros(512, 512)
-    for r0, r1, c0, c1 in boxes:
-        cover[r0:r1, c0:c1] += 1
-    assert cover.min() >= 1 and cover.max() <= 4  # every pixel covered, at most 2 tiles per axis
-
-
-def test_feathered_weights_sum_to_one() -> None:
-    """A function without border effects is reproduced exactly by tiling, for any scale and margin."""
-    x = torch.rand(2, 3, 37, 29)
-    for margin in (0, 2, None):
-        torch.testing.assert_close(inf.tiled(lambda t: t * 2, x, 12, 5, margin=margin), x * 2)
-    x4 = torch.rand(1, 3, 40, 36)
-    pooled = inf.tiled(lambda t: torch.nn.functional.avg_pool2d(t, 4), x4, 16, 8, 0.25, align=4)
-    torch.testing.assert_close(pooled, torch.nn.functional.avg_pool2d(x4, 4))
-    w = inf.ramp(10, 4, 4)
-    torch.testing.assert_close(w[:4] + w[-4:], torch.ones(4))  # the previous tile fades out as this one fades in
-    w = inf.ramp(10, 4, 0, margin=1)
-    assert w[0] == 0 and w[-1] == 1
-
-
-@pytest.mark.parametrize("temperature", [0.0, 0.8])
-def test_tiled_sr_matches_the_whole_image(files, temperature) -> None:
-    model = load(files["sr"])
-    lr = smooth(32, 28, seed=5)[None]
-    whole = inf.super_resolve(model, lr, temperature, torch.Generator().manual_seed(0))
-    sample = model.sample(lr, temperature, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(whole, sample, rtol=0, atol=0)  # the whole-image path is model.sample
-    tiles = inf.super_resolve(model, lr, temperature, torch.Generator().manual_seed(0), tile=16, overlap=8)
-    assert tiles.shape == whole.shape
-    assert (tiles - whole).abs().mean() < 1 / 255  # no visible seams (latents shared by the tiles)
-
-
-def test_tiled_rescaling_matches_the_whole_image(files) -> None:
-    model = load(files["rs"])
-    hr = smooth(136, 126, seed=6)[None]  # 126: padded to 128 for the x4 model
-    lr = inf.downscale(model, hr)
-    lr_tiled = inf.downscale(model, hr, tile=64, overlap=32)
-    assert lr.shape == (1, 3, 34, 32)
-    assert (lr - lr_tiled).abs().mean() < 1 / 255
-    torch.testing.assert_close(lr, torch.round(lr * 255) / 255)  # 8-bit
-    up = inf.upscale(model, lr, 0.0)
-    up_tiled = inf.upscale(model, lr, 0.0, tile=16, overlap=8)
-    assert (up - up_tiled).abs().mean() < 1 / 255
-
-
-def test_other_families_pad_and_tile() -> None:
-    torch.manual_seed(0)
-    srflow = SRFlow(make_srflow_spec(4, K=1, extra_steps=0, hidden=8, nf=8, nb=2, gc=4, blocks=(0, 1)))
-    irn = IRN(irn_spec(2, block_num=1, gc=4))
-    assert srflow.lr_multiple == 2 and irn.lr_multiple == 1
-    assert inf.hr_multiple(srflow) == 8 and inf.hr_multiple(irn) == 2
-    assert srflow.task == "sr" and irn.task == "rescaling"
-    lr = smooth(9, 7, seed=7)[None]  # odd: SRFlow needs an even LR, padded and cropped
-    for model in (srflow.eval(), irn.eval()):
-        out = inf.super_resolve(model, lr, 0.5, torch.Generator().manual_seed(0), tile=6, overlap=2)
-        assert out.shape == (1, 3, 9 * model.scale, 7 * model.scale)
-    assert inf.downscale(irn.eval(), smooth(9, 7)[None]).shape == (1, 3, 5, 4)
-
-
-# -- grids ------------------------------------------------------------------------------------------
-
-
-def test_comparison_grid_layout_and_save(tmp_path) -> None:
-    lr, hr = torch.rand(3, 8, 8), torch.rand(3, 32, 32)
-    grid = comparison_grid([[lr, hr, None], [hr]], ["LR", "HR", "empty"], pad=2, label_height=10)
-    assert grid.shape == (3, 2 + 10 + 2 * (32 + 2), 2 + 3 * (32 + 2))
-    assert grid.min() >= 0 and grid.max() <= 1
-    # the LR image is shown with nearest-neighbour pixels: a 4x4 block is constant
-    cell = grid[:, 12:44, 2:34]
-    torch.testing.assert_close(cell[:, :4, :4], lr[:, :1, :1].expand(3, 4, 4))
-    path = save_grid(tmp_path / "g" / "grid.png", [[lr, hr]], [["a", "b"]], row_labels=["row"])
-    assert read_image(path).shape[0] == 3
-    with pytest.raises(ValueError, match="no images"):
-        comparison_grid([[]])

@@ -34,27 +34,27 @@ from flowsr.data.catalog import (
     sample_images,
     sample_pairs,
 )
-from flowsr.data.image_io import (
+from flowsr.data.image_files import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     MAX_PIXELS_ENV,
-    WRITE_FORMATS,
-    LoadedImage,
-    Note,
-    from_uint8,
     get_max_pixels,
     is_image_file,
     list_images,
+    reset_max_pixels,
+    set_max_pixels,
+)
+from flowsr.data.image_io import (
+    LoadedImage,
+    Note,
+    from_uint8,
     load_image,
     read_image,
-    reset_max_pixels,
     resize_alpha,
-    save_image,
-    set_max_pixels,
     to_grey,
     to_uint8,
-    write_image,
 )
+from flowsr.data.image_write import WRITE_FORMATS, WriteFormat, save_image, write_image
 from flowsr.data.recipes import list_recipes, recipe_path, recipes_dir, resolve_recipe_data
 from flowsr.data.resize import imresize, resize_weights
 
@@ -66,6 +66,7 @@ __all__ = [
     "SAMPLE_KINDS",
     "SAMPLE_SETS",
     "WRITE_FORMATS",
+    "WriteFormat",
     "LoadedImage",
     "ModelEntry",
     "Note",

@@ -1,21 +1,8 @@
-"""Evaluate SR and rescaling models on image sets: metric rows, Markdown/CSV tables, comparison grids.
-
-Used by ``flowsr test`` and ``flowsr demo`` (:mod:`flowsr.cli`); the metrics are those of
-:mod:`flowsr.metrics` with the official conventions (8-bit rounding, border crop = scale, BT.601 Y,
-MATLAB-style SSIM), the bicubic baselines use the MATLAB-exact :func:`flowsr.data.imresize`.
-
-* SR (:func:`evaluate_sr`): for every image, the bicubic upscale of the LR image and ``samples``
-  SR samples at each temperature; PSNR/SSIM (RGB and Y) against the HR image averaged over the
-  samples, LR-consistency PSNR, diversity (``samples >= 2``), LPIPS (when given) and the NLL of
-  the HR image (bits per pixel, the official unit; the same for every temperature).
-* Rescaling (:func:`evaluate_rescaling`): bicubic down + up against the model's downscale (8-bit
-  LR) + upscale at each temperature; ``lr_psnr`` / ``lr_psnr_y`` are the model LR against the
-  bicubic LR (RGB / Y).
-"""
+"""Metric rows of SR and rescaling models on image pairs (the numbers of ``flowsr test`` and
+``flowsr demo``), and the bicubic baselines they are compared with."""
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -25,41 +12,24 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from flowsr.data import from_uint8, imresize, to_uint8
+from flowsr.data import from_uint8, imresize, to_uint8, write_image
 from flowsr.inference import downscale, super_resolve
 from flowsr.metrics import diversity, lr_consistency_psnr, psnr, ssim
-from flowsr.models.base import GeneratorNoise
+from flowsr.models.base import GeneratorNoise, NonFiniteOutputError
 from flowsr.visualize import save_grid
 
 __all__ = [
-    "COLUMNS",
     "Pair",
     "bicubic_down",
     "bicubic_up",
     "evaluate_rescaling",
     "evaluate_sr",
-    "format_value",
+    "file_t",
     "image_quality",
-    "markdown_table",
+    "mean",
     "modcrop",
-    "summarize",
-    "write_csv",
+    "reconstruction_quality",
 ]
-
-#: Every metric column, in table order, with its header.
-COLUMNS: dict[str, str] = {
-    "image": "image",
-    "method": "method",
-    "psnr": "PSNR",
-    "ssim": "SSIM",
-    "psnr_y": "PSNR-Y",
-    "ssim_y": "SSIM-Y",
-    "lr_psnr": "LR-PSNR",
-    "lr_psnr_y": "LR-PSNR-Y",
-    "diversity": "diversity",
-    "lpips": "LPIPS",
-    "nll": "NLL (bpp)",
-}
 
 
 @dataclass
@@ -106,7 +76,8 @@ def image_quality(img: Tensor, hr: Tensor, scale: int) -> dict[str, float]:
     return out
 
 
-def _mean(values: list[float]) -> float:
+def mean(values: list[float]) -> float:
+    """The mean of the non-NaN values (NaN when there are none)."""
     values = [v for v in values if v is not None and not math.isnan(v)]
     return sum(values) / len(values) if values else math.nan
 
@@ -115,7 +86,8 @@ def _t_label(t: float) -> str:
     return f"T={t:g}"
 
 
-def _file_t(t: float) -> str:
+def file_t(t: float) -> str:
+    """A temperature as it appears in file names (``0.8``, ``0``, ``1e+30``)."""
     return f"{t:g}"
 
 
@@ -140,6 +112,7 @@ def evaluate_sr(
     nll: bool = True,
     device: torch.device | str = "cpu",
     grid_dir: str | os.PathLike | None = None,
+    image_dir: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Metric rows ``{"image", "method", "psnr", ...}`` of an SR model (see the module docstring).
@@ -148,7 +121,9 @@ def evaluate_sr(
     :func:`bicubic_down`. Samples of temperature ``T`` are drawn from a CPU generator seeded with
     ``seed`` (the same noise at every temperature). With ``grid_dir``, writes ``<name>.png``
     (LR | bicubic | first sample at each temperature | HR) and, for ``samples >= 2``,
-    ``<name>_samples_t<T>.png`` (the strip of samples at the last temperature).
+    ``<name>_samples_t<T>.png`` (the strip of samples at the last temperature); with ``image_dir``
+    every sample, ``<name>_t<T>_s<k>.png`` (T=0 once: its samples are equal). Files of an image are
+    written after all of its results were computed (:func:`output_files` lists them).
     """
     scale = int(model.scale)
     rows: list[dict] = []
@@ -179,18 +154,19 @@ def evaluate_sr(
             noise = GeneratorNoise(1, torch.Generator().manual_seed(seed), device=device)
             terms = model.training_losses(hr[None].to(device), lr[None].to(device), noise, {"nll": 1.0})
             nll_value = float(terms["nll"])
-        firsts, strip = [], []
+        firsts, strip, images = [], [], []
         lr_dev = lr[None].to(device)
         for t in temperatures:
             gen = torch.Generator().manual_seed(seed)
-            outs = [super_resolve(model, lr_dev, t, gen, tile=tile, overlap=overlap)[0].cpu() for _ in range(samples)]
+            outs = [_sample(model, lr_dev, t, gen, tile, overlap, pair.name)[0].cpu() for _ in range(samples)]
+            images += [(f"{pair.name}_t{file_t(t)}_s{k}.png", o) for k, o in enumerate(outs[: 1 if t == 0 else None])]
             qualities = [image_quality(o, hr, scale) for o in outs]
             row = {"image": pair.name, "method": _t_label(t)}
             for key in ("psnr", "ssim", "psnr_y", "ssim_y"):
-                row[key] = _mean([q[key] for q in qualities])
-            row["lr_psnr"] = _mean([lr_consistency_psnr(o, lr, scale) for o in outs])
+                row[key] = mean([q[key] for q in qualities])
+            row["lr_psnr"] = mean([lr_consistency_psnr(o, lr, scale) for o in outs])
             row["diversity"] = diversity(torch.stack(outs)) if samples >= 2 else math.nan
-            row["lpips"] = _mean([_lpips_value(lpips, o, hr) for o in outs]) if lpips is not None else math.nan
+            row["lpips"] = mean([_lpips_value(lpips, o, hr) for o in outs]) if lpips is not None else math.nan
             row["nll"] = nll_value
             rows.append(row)
             firsts.append(outs[0])
@@ -201,6 +177,7 @@ def evaluate_sr(
                 f"{pair.name}: bicubic {rows[-len(temperatures) - 1]['psnr_y']:.2f} dB Y-PSNR, "
                 f"model {best['psnr_y']:.2f} dB at {best['method']}"
             )
+        _write_images(image_dir, images)
         if grid_dir is not None:
             grid_dir = Path(grid_dir)
             labels = ["LR", "bicubic", *[_t_label(t) for t in temperatures], "HR"]
@@ -208,7 +185,7 @@ def evaluate_sr(
             if samples >= 2:
                 t_last = temperatures[-1]
                 save_grid(
-                    grid_dir / f"{pair.name}_samples_t{_file_t(t_last)}.png",
+                    grid_dir / f"{pair.name}_samples_t{file_t(t_last)}.png",
                     [strip],
                     [f"{_t_label(t_last)} #{k}" for k in range(samples)],
                 )
@@ -223,10 +200,11 @@ def evaluate_rescaling(
     temperatures: Sequence[float] = (1.0,),
     seed: int = 0,
     tile: int | None = None,
-    overlap: int = 16,
+    overlap: int | None = None,
     lpips: nn.Module | None = None,
     device: torch.device | str = "cpu",
     grid_dir: str | os.PathLike | None = None,
+    image_dir: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Metric rows of a rescaling model: bicubic down+up, then the model's 8-bit LR upscaled at each
@@ -235,11 +213,15 @@ def evaluate_rescaling(
 
     HR images are padded to the model's multiple for the model (and the outputs cropped back), so
     any size works; the bicubic baseline uses the same HR image. With ``grid_dir`` writes
-    ``<name>.png``: bicubic LR | model LR | bicubic up | reconstruction at each temperature | HR.
+    ``<name>.png``: bicubic LR | model LR | bicubic up | reconstruction at each temperature | HR;
+    with ``image_dir`` the model LR ``<name>_lr.png`` and the reconstructions ``<name>_rec_t<T>.png``.
+    ``tile`` and ``overlap`` are in HR pixels (the upscaling tiles are those divided by the scale;
+    default overlap: 16 LR pixels).
     """
     if model.task != "rescaling":
         raise ValueError(f"{type(model).__name__} is an SR model, not a rescaling model")
     scale = int(model.scale)
+    overlap = 16 * scale if overlap is None else overlap
     rows: list[dict] = []
     for pair in pairs:
         if pair.hr is None:
@@ -258,7 +240,7 @@ def evaluate_rescaling(
                 "lpips": _lpips_value(lpips, bic, hr),
             }
         )
-        lr = downscale(model, hr[None].to(device), tile=tile, overlap=overlap * scale)
+        lr = downscale(model, hr[None].to(device), tile=tile, overlap=overlap)
         lr_cpu = lr[0].cpu()
         same = lr_cpu.shape == lr_bic.shape
         lr_vs_bic = psnr(lr_cpu, lr_bic) if same else math.nan
@@ -266,9 +248,9 @@ def evaluate_rescaling(
         recs = []
         for t in temperatures:
             gen = torch.Generator().manual_seed(seed)
-            rec = super_resolve(
-                model, lr, t, gen, tile=None if tile is None else max(1, tile // scale), overlap=overlap
-            )
+            lr_tile = None if tile is None else max(1, tile // scale)
+            lr_overlap = min(-(-overlap // scale), (lr_tile or 2 * overlap) // 2)
+            rec = _sample(model, lr, t, gen, lr_tile, lr_overlap, pair.name)
             rec = rec[0, :, : size[0], : size[1]].cpu()
             rows.append(
                 {
@@ -281,6 +263,11 @@ def evaluate_rescaling(
                 }
             )
             recs.append(rec)
+        _write_images(
+            image_dir,
+            [(f"{pair.name}_lr.png", lr_cpu)]
+            + [(f"{pair.name}_rec_t{file_t(t)}.png", r) for t, r in zip(temperatures, recs)],
+        )
         if log is not None:
             log(
                 f"{pair.name}: bicubic down+up {rows[-len(temperatures) - 1]['psnr_y']:.2f} dB Y-PSNR, "
@@ -293,75 +280,36 @@ def evaluate_rescaling(
     return rows
 
 
-def summarize(rows: Sequence[dict]) -> list[dict]:
-    """One ``image="mean"`` row per method: the mean of each metric over the images (NaN ignored)."""
-    methods: list[str] = []
-    for r in rows:
-        if r["method"] not in methods:
-            methods.append(r["method"])
-    out = []
-    for m in methods:
-        sel = [r for r in rows if r["method"] == m]
-        row = {"image": "mean", "method": m}
-        for key in COLUMNS:
-            if key in ("image", "method"):
-                continue
-            vals = [r.get(key, math.nan) for r in sel]
-            row[key] = _mean(vals)
-        out.append(row)
-    return out
+def _sample(model: nn.Module, lr: Tensor, t: float, gen, tile, overlap, name: str) -> Tensor:
+    """:func:`super_resolve`, with an overflow reported for this image and temperature."""
+    try:
+        return super_resolve(model, lr, t, gen, tile=tile, overlap=overlap)
+    except NonFiniteOutputError:
+        raise NonFiniteOutputError(
+            f"model produced non-finite values for {name} at T={t:g}; try a lower temperature"
+        ) from None
 
 
-def _columns(rows: Sequence[dict]) -> list[str]:
-    """The columns that have at least one finite value (plus image and method)."""
-    keep = ["image", "method"]
-    for key in COLUMNS:
-        if key in keep:
-            continue
-        if any(isinstance(r.get(key), float) and not math.isnan(r[key]) for r in rows):
-            keep.append(key)
-    return keep
+def _write_images(folder: str | os.PathLike | None, images: Sequence[tuple[str, Tensor]]) -> None:
+    if folder is not None:
+        for file_name, img in images:
+            write_image(Path(folder) / file_name, img)
 
 
-def format_value(key: str, v) -> str:
-    """Table formatting: PSNRs with 2 decimals, SSIM/LPIPS with 4, NaN as ``-``."""
-    if isinstance(v, str):
-        return v
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    if isinstance(v, float) and math.isinf(v):
-        return "inf"
-    if key in ("ssim", "ssim_y", "lpips"):
-        return f"{v:.4f}"
-    if key == "nll":
-        return f"{v:.3f}"
-    return f"{v:.2f}"
-
-
-def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
-    """A Markdown table of ``rows`` (columns without any value are left out)."""
-    columns = list(columns) if columns is not None else _columns(rows)
-    lines = [
-        "| " + " | ".join(COLUMNS.get(c, c) for c in columns) + " |",
-        "|" + "|".join("---" if c in ("image", "method") else "---:" for c in columns) + "|",
-    ]
-    for r in rows:
-        lines.append("| " + " | ".join(format_value(c, r.get(c, math.nan)) for c in columns) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_csv(path: str | os.PathLike, rows: Sequence[dict], columns: Sequence[str] | None = None) -> Path:
-    """Write ``rows`` as CSV (full precision; empty cells for missing values)."""
-    columns = list(columns) if columns is not None else _columns(rows)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(columns)
-        for r in rows:
-            cells = []
-            for c in columns:
-                v = r.get(c, math.nan)
-                cells.append("" if isinstance(v, float) and math.isnan(v) else v)
-            writer.writerow(cells)
-    return path
+def reconstruction_quality(hr: Tensor, lr: Tensor, recs: Sequence[Tensor], scale: int) -> dict:
+    """What ``flowsr rescale`` prints for one image: ``{"reconstructions": [image_quality of each
+    rec], "bicubic": image_quality of bicubic down+up, "lr_psnr": model LR vs bicubic LR}``.
+    One-channel images get PSNR only."""
+    if hr.shape[0] != 3:
+        nan = {"psnr_y": math.nan, "ssim": math.nan, "ssim_y": math.nan}
+        return {
+            "reconstructions": [{"psnr": psnr(r, hr), **nan} for r in recs],
+            "bicubic": {"psnr": math.nan, **nan},
+            "lr_psnr": math.nan,
+        }
+    lr_bic = bicubic_down(hr, scale)
+    return {
+        "reconstructions": [image_quality(r, hr, scale) for r in recs],
+        "bicubic": image_quality(bicubic_up(lr_bic, scale, hr.shape[-2:]), hr, scale),
+        "lr_psnr": psnr(lr, lr_bic) if lr.shape[-2:] == lr_bic.shape[-2:] else math.nan,
+    }
