@@ -279,6 +279,33 @@ def test_train_delegates_or_says_it_is_unavailable(capsys, tmp_path) -> None:
     assert code == 2
 
 
+def test_train_by_recipe_name_with_iterations(capsys, tmp_path, monkeypatch) -> None:
+    """``flowsr train NAME --iterations N`` finds the bundled recipe and overrides train.iterations
+    (the trainer is replaced: what the command hands it is the point); TrainingError is one line."""
+    import flowsr.cli.train as cli_train
+    from flowsr.train import TrainingError
+
+    seen = {}
+
+    class FakeTrainer:
+        def __init__(self, config, overrides=None, run_dir=None):
+            seen.update(config=Path(config), overrides=overrides)
+            self.run_dir = tmp_path
+
+        def run(self):
+            raise TrainingError("the run folder is in use by pid 1 (test)")
+
+    monkeypatch.setattr(cli_train, "train_api", lambda: FakeTrainer)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "train", "hcflow_rescaling_x4_tiny", "--iterations", "2", "--set", "log.every=1")
+    assert seen["config"].name == "hcflow_rescaling_x4_tiny.yaml" and seen["config"].is_file()
+    assert seen["overrides"] == ["log.every=1", "train.iterations=2"]
+    assert_one_line_error(code, err, "the run folder is in use by pid 1")
+    assert "TrainingError" not in err
+    code, _, err = run(capsys, "train", "hcflow_rescaling_x4_tiny", "--iterations", "-1")
+    assert_one_line_error(code, err, "--iterations must be >= 0")
+
+
 def test_demo_untrained_runs_end_to_end_and_says_so(capsys, tmp_path) -> None:
     out = tmp_path / "demo"
     code, stdout, err = run(capsys, "demo", "--untrained", "--max-images", "1", "-o", out, "--device", "cpu")

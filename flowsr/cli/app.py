@@ -31,6 +31,9 @@ def _message(err: BaseException) -> str:
         return f"{err.strerror}: {err.filename}"
     if isinstance(err, (ValueError, OSError, FloatingPointError)):  # library errors already say what and where
         return one_line(err)
+    train_errors = sys.modules.get("flowsr.train.errors")  # loaded if training raised (no import here)
+    if train_errors is not None and isinstance(err, train_errors.TrainingError):
+        return one_line(err)
     return f"{type(err).__name__}: {one_line(err)}"
 
 

@@ -23,7 +23,7 @@ latest checkpoint; when train.iterations is reached it does nothing. The *_tiny 
 CPU in minutes.
 
 Examples:
-  flowsr train hcflow_rescaling_x4_tiny --set train.iterations=2
+  flowsr train hcflow_rescaling_x4_tiny --iterations 2
   flowsr train my_recipe.yaml --set train.iterations=1000 --set data.batch_size=8
   flowsr test my_recipe.yaml      # evaluates the run's best checkpoint"""
 
@@ -38,6 +38,9 @@ def add_parser(sub, parents: list) -> argparse.ArgumentParser:
         help="override a config value, e.g. train.iterations=100 (repeatable)",
     )
     p.add_argument("--run-dir", default=None, metavar="DIR", help="run folder (default: train.run_dir or runs/<name>)")
+    p.add_argument(
+        "--iterations", type=int, default=None, metavar="N", help="train up to iteration N (= --set train.iterations=N)"
+    )
     p.set_defaults(func=run)
     return p
 
@@ -52,23 +55,13 @@ def train_api():
 
 
 def recipe_path(name: str) -> Path | None:
-    """The bundled recipe called ``name`` (``flowsr.train.resolve_recipe`` where it exists), or ``None``."""
-    try:
-        from flowsr.train import resolve_recipe
-    except ImportError:
-        resolve_recipe = None
-    if resolve_recipe is not None:
-        try:
-            return Path(resolve_recipe(name))
-        except (FileNotFoundError, ValueError, OSError):
-            return None
-    if "/" in name or "\\" in name:
-        return None
-    import flowsr
+    """The bundled recipe called ``name`` (:func:`flowsr.data.recipe_path`), or ``None``."""
+    from flowsr.data.recipes import recipe_path as find
 
-    stem = name[: -len(".yaml")] if name.endswith(".yaml") else name
-    path = Path(flowsr.__file__).resolve().parent / "recipes" / f"{stem}.yaml"
-    return path if path.is_file() else None
+    try:
+        return find(name)
+    except FileNotFoundError:
+        return None
 
 
 def config_path(config: str) -> Path:
@@ -93,7 +86,12 @@ def run(args: argparse.Namespace) -> int:
     if trainer_cls is None:
         raise CLIError("training isn't available in this installation of flowsr (flowsr.train is missing)")
     config = config_path(args.config)
-    trainer = trainer_cls(config, overrides=args.set or None, run_dir=args.run_dir)
+    overrides = list(args.set or [])
+    if args.iterations is not None:
+        if args.iterations < 0:
+            raise CLIError(f"--iterations must be >= 0, got {args.iterations}")
+        overrides.append(f"train.iterations={args.iterations}")
+    trainer = trainer_cls(config, overrides=overrides or None, run_dir=args.run_dir)
     trainer.run()
     ckpt = trainer.run_dir / "checkpoints"
     say(f"checkpoints in {ckpt}; evaluate: flowsr test {args.config} --checkpoint {ckpt / 'best.safetensors'}")

@@ -68,8 +68,8 @@ def resolve_recipe_data(value: str | os.PathLike, recipe: str | os.PathLike | No
     recipes' folder), so the bundled recipes find their bundled data from any folder. The path is
     returned unchanged when nothing exists (the caller reports it).
     """
-    path = Path(value)
+    path = Path(value).expanduser()
     if path.is_absolute() or path.exists():
         return path
     candidate = (Path(recipe).resolve().parent if recipe is not None else recipes_dir()) / path
-    return candidate if candidate.exists() else path
+    return candidate.resolve() if candidate.exists() else path

@@ -1,6 +1,7 @@
 """Finding and reading recipes: a recipe is a path or the name of a YAML bundled in
-``flowsr/recipes/`` (:func:`resolve_recipe`, :func:`list_recipes`), read with clear errors
-(:func:`read_recipe`), whose relative paths are resolved by one rule (:func:`resolve_paths`).
+``flowsr/recipes/`` (:func:`resolve_recipe`, :func:`list_recipes`; both located by
+:mod:`flowsr.data.recipes`), read with clear errors (:func:`read_recipe`), whose relative paths
+are resolved by one rule (:func:`resolve_paths`).
 
 **The path rule.** A relative path in a recipe (``data.hr_dir`` / ``lr_dir``, the same in
 ``val.data``, ``model.init_from``, ``losses.perceptual_weights``, a ``train.resume`` file) means
@@ -13,19 +14,16 @@ the other way round: next to the recipe first, then in the current directory. Ou
 
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from flowsr.data.recipes import list_recipes, recipe_path, resolve_recipe_data
 from flowsr.train.errors import ConfigError
 
-__all__ = ["RECIPES_DIR", "list_recipes", "read_recipe", "resolve_paths", "resolve_recipe"]
-
-#: the recipes shipped with flowsr (package data)
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+__all__ = ["list_recipes", "read_recipe", "resolve_paths", "resolve_recipe"]
 
 #: dotted keys of recipe entries that name input files or folders
 PATH_KEYS = (
@@ -39,29 +37,16 @@ PATH_KEYS = (
 )
 
 
-def list_recipes() -> list[str]:
-    """The names of the bundled recipes (``flowsr train NAME`` accepts them)."""
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-
-
 def resolve_recipe(name_or_path: str | os.PathLike) -> Path:
     """The recipe file for a path or a bundled recipe name (``hcflow_sr_x4_tiny``, with or without
-    ``.yaml``). An existing file wins over a bundled name; :class:`ConfigError` when neither
-    exists (with the closest bundled names)."""
+    ``.yaml``; :func:`flowsr.data.recipe_path`), as a :class:`ConfigError` when there is none."""
     text = os.fspath(name_or_path)
-    path = Path(text).expanduser()
-    if path.is_file():
-        return path
-    if path.is_dir():
+    if Path(text).expanduser().is_dir():
         raise ConfigError(f"config: {text} is a folder, not a recipe (a YAML file or a bundled recipe name)")
-    stem = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.name
-    bundled = RECIPES_DIR / f"{stem}.yaml"
-    if len(path.parts) == 1 and bundled.is_file():
-        return bundled
-    names = list_recipes()
-    close = difflib.get_close_matches(stem, names, n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else f"; bundled recipes: {', '.join(names)}"
-    raise ConfigError(f"config: no recipe file {text!r} and no bundled recipe of that name{hint}")
+    try:
+        return recipe_path(Path(text).expanduser())
+    except FileNotFoundError as err:
+        raise ConfigError(f"config: {err}") from None
 
 
 def read_recipe(path: Path) -> dict[str, Any]:
@@ -130,11 +115,7 @@ def _set(d: dict, dotted: str, value: Any) -> None:
 
 
 def _resolve_one(value: str, base: Path) -> str:
-    p = Path(value).expanduser()
-    if p.is_absolute() or p.exists():
-        return value
-    beside = base / p
-    return str(beside.resolve()) if beside.exists() else value
+    return str(resolve_recipe_data(value, base / "recipe.yaml"))
 
 
 def resolve_paths(d: dict[str, Any], base: Path) -> dict[str, Any]:
