@@ -462,3 +462,25 @@ def test_actnorm_init_modes(tmp_path: Path, mode: str) -> None:
     # A data initialisation moves a bias far from 0; one Adam step of lr 1e-7 moves it by ~1e-7.
     assert (body > 1e-3) == (mode == "all")
     assert (latent > 1e-3) == (mode != "none")
+
+
+def test_folder_data_pairs_lr_files_by_the_one_rule(tmp_path: Path) -> None:
+    """Training pairs HR and LR files like ``flowsr test`` (flowsr.data.pairs): ``<stem>`` or the
+    DIV2K/BasicSR ``<stem>x<scale>``, any image extension; two images of one stem are an error."""
+    from flowsr.data import write_image
+    from flowsr.train.config import DataConfig
+    from flowsr.train.data import list_images
+
+    hr, lr = tmp_path / "HR", tmp_path / "LR"
+    hr.mkdir()
+    lr.mkdir()
+    for stem in ("a", "b"):
+        write_image(hr / f"{stem}.png", torch.rand(3, 16, 16))
+    write_image(lr / "ax4.png", torch.rand(3, 4, 4))
+    write_image(lr / "b.webp", torch.rand(3, 4, 4))
+    cfg = DataConfig(source="folders", hr_dir=str(hr), lr_dir=str(lr), lr="files")
+    records = list_images(cfg, 4)
+    assert [(r.name, r.lr.name) for r in records] == [("a", "ax4.png"), ("b", "b.webp")]
+    write_image(lr / "b.png", torch.rand(3, 4, 4))
+    with pytest.raises(ConfigError, match="lr_dir: .* has two images named 'b'"):
+        list_images(cfg, 4)

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from flowsr.data.pairs import images_by_stem, match_lr
 from flowsr.train.config import ConfigError, DataConfig
 
 __all__ = [
-    "IMAGE_SUFFIXES",
     "ImageRecord",
     "PatchDataset",
     "StepBatchSampler",
@@ -37,8 +37,6 @@ __all__ = [
     "collate",
     "make_train_loader",
 ]
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 # Distinct seed-sequence tags so the data streams never reuse the model's or the noise's seeds.
 _ORDER_TAG = 0x0D474
@@ -55,15 +53,11 @@ class ImageRecord:
 
 
 def _images_in(folder: Path, what: str) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise ConfigError(f"data: {what} {str(folder)!r} is not a folder")
-    found: dict[str, Path] = {}
-    for p in sorted(folder.iterdir(), key=lambda p: p.name):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
-            if p.stem in found:
-                raise ConfigError(f"data: {what} {str(folder)!r} has two images named {p.stem!r}")
-            found[p.stem] = p
-    return found
+    """``{stem: path}`` of the images of ``folder`` (flowsr.data's one rule and extension list)."""
+    try:
+        return images_by_stem(folder)
+    except ValueError as err:
+        raise ConfigError(f"data: {what}: {err}") from None
 
 
 def _sample_folders(kind: str) -> tuple[Path, Path, int]:
@@ -115,8 +109,7 @@ def list_images(cfg: DataConfig, scale: int) -> list[ImageRecord]:
     for n in names:
         lr_path = None
         if use_files:
-            # same stem, or BasicSR's "<stem>x<scale>" (e.g. Set5 LR_bicubic/X4/babyx4.png)
-            lr_path = lrs.get(n, lrs.get(f"{n}x{scale}"))
+            lr_path = match_lr(n, lrs, scale)  # same stem, or BasicSR's "<stem>x<scale>"
             if lr_path is None:
                 raise ConfigError(f"data: no LR image for {str(hrs[n])!r} in {str(lr_dir)!r}")
         records.append(ImageRecord(n, hrs[n], lr_path))
