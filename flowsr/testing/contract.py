@@ -286,7 +286,7 @@ def check_layer(
     layer: LayerCase | str | type,
     *,
     checks: Sequence[str] | None = None,
-    max_examples: int | None = None,
+    max_examples: int = 25,
     **case_options: Any,
 ) -> list[str]:
     """Run the layer contract on one layer; returns the names of the checks that ran.
@@ -297,7 +297,7 @@ def check_layer(
             ``cls(dims_in, dims_c)``), a :class:`~flowsr.testing.cases.LayerCase`, or the name of a
             registered case.
         checks: names from :data:`LAYER_CHECKS` (default: all).
-        max_examples: Hypothesis examples per check (default: the active profile's).
+        max_examples: Hypothesis examples per check (25, as flowsr's CI; more for a thorough search).
         case_options: :class:`~flowsr.testing.cases.LayerCase` fields, e.g. ``conditions=1`` or
             ``options={...}`` (a coupling's own options).
 
