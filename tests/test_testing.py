@@ -417,6 +417,7 @@ def test_docs_example_is_in_sync_and_passes():
     spec.loader.exec_module(module)
     module.test_conditional_affine_properties()
     module.test_conditional_affine_float32_smoke()
+    module.test_conditional_affine_contract()
 
 
 # --------------------------------------------------------------------------------------------
