@@ -274,3 +274,14 @@ def test_the_layering_checks_catch_violations(fake_package: Path):
     assert sorted(int(b.split(":")[1]) for b in branches) == [4, 4, 6, 9]
     assert family_branches(fake_package / "flowsr/cli.py", {"irn"}) == []  # a registry look-up
     assert family_branches(fake_package / "flowsr/models/b.py", {"irn", "srflow"})  # found; models/ may
+
+
+def test_architecture_md_describes_every_module():
+    """docs/architecture.md has a line for every module (a new module needs one: `room/module.py`)."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    missing = [
+        rel
+        for path in modules(ROOT).values()
+        if f"`{(rel := path.relative_to(ROOT / 'flowsr').as_posix())}`" not in text
+    ]
+    assert missing == [], f"modules without a line in docs/architecture.md: {missing}"
