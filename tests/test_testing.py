@@ -479,3 +479,12 @@ def test_custom_coupling_recipe_runs_with_flowsr_train(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "run" / "checkpoints" / "iter_00000002.safetensors").is_file()
+
+
+@pytest.mark.parametrize("name", ["compose_conditional_flow.py", "hcflow_three_levels.py"])
+def test_docs_example_scripts_run(name):
+    """The examples README.md and docs/hcflow.md point to (the others have their own tests)."""
+    result = subprocess.run(
+        [sys.executable, str(DOCS / "examples" / name)], capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
