@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import doctest
+import importlib
 import importlib.util
 import math
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -488,3 +491,11 @@ def test_docs_example_scripts_run(name):
         [sys.executable, str(DOCS / "examples" / name)], capture_output=True, text=True, timeout=600, cwd=ROOT
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_docstring_examples_run():
+    """The ``Example:`` blocks in flowsr.testing's docstrings run, in the package's namespace."""
+    for info in pkgutil.iter_modules(ft.__path__, "flowsr.testing."):
+        module = importlib.import_module(info.name)
+        result = doctest.testmod(module, extraglobs=dict(vars(ft)), optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0, f"{info.name}: {result.failed} failing docstring example(s)"
