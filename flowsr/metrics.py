@@ -20,14 +20,18 @@ Conventions (HCFlow spec §7; see ``docs/metrics.md``):
 * **bicHR** (:func:`bic_hr_psnr`, :func:`bic_hr_ssim`): the metric between MATLAB-bicubic
   downscales (:func:`flowsr.data.imresize`, float path) of the rounded SR and HR images, no crop.
 * **Diversity**: mean over pixels and channels of the unbiased std (x255) over ``N >= 2`` samples.
-* **LPIPS** (AlexNet, v0.1) on the float images, see :class:`LPIPS`.
+* **LPIPS** (AlexNet, v0.1) on the float images, see :class:`LPIPS`; its two weight files are
+  found without being asked for (:func:`find_lpips_weights`: an installed ``lpips`` or torchmetrics
+  package, torch's hub cache); nothing is downloaded.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +44,11 @@ from flowsr.data.resize import imresize
 
 __all__ = [
     "LPIPS",
+    "LPIPSWeights",
     "bic_hr_psnr",
     "bic_hr_ssim",
     "diversity",
+    "find_lpips_weights",
     "gaussian_window",
     "lpips_available",
     "lr_consistency_psnr",
@@ -309,6 +315,92 @@ def _load_state(path: str | os.PathLike, what: str) -> dict:
     return state
 
 
+#: Where the LPIPS v0.1 AlexNet linear weights sit inside packages that ship them (package, path).
+LPIPS_LIN_LOCATIONS = (
+    ("lpips", "weights/v0.1/alex.pth"),  # the reference implementation (Zhang et al.)
+    ("torchmetrics", "functional/image/lpips_models/alex.pth"),  # torchmetrics' copy (the same file)
+)
+#: torchvision's file name pattern for the ImageNet AlexNet weights in torch's hub cache.
+ALEXNET_PATTERN = "alexnet-owt-*.pth"
+
+
+@dataclass
+class LPIPSWeights:
+    """The two LPIPS weight files (``None`` when not found) and every place that was searched."""
+
+    alexnet: Path | None
+    lin: Path | None
+    searched: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.alexnet is not None and self.lin is not None
+
+
+def _package_dir(name: str) -> Path | None:
+    """The folder of an installed top-level package, without importing it (lpips would import torchvision)."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def find_lpips_weights(
+    alexnet_path: str | os.PathLike | None = None, lin_path: str | os.PathLike | None = None
+) -> LPIPSWeights:
+    """Locate the LPIPS weight files; nothing is downloaded.
+
+    * linear ("lin") weights: ``lin_path`` if given, else ``weights/v0.1/alex.pth`` of an installed
+      ``lpips`` package, else torchmetrics' copy (``functional/image/lpips_models/alex.pth``); the
+      packages are found with ``importlib.util.find_spec``, not imported;
+    * AlexNet: ``alexnet_path`` if given, else ``alexnet-owt-*.pth`` in torch's hub cache,
+      ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub/checkpoints``, where torchvision and
+      ``lpips`` keep it once downloaded).
+
+    A path that is given is used as it is (and reported missing if it is not a file): an explicit
+    choice is never silently replaced by a found file.
+    """
+    searched: list[str] = []
+    lin = None
+    if lin_path is not None:
+        searched.append(f"{lin_path} (given)")
+        lin = Path(lin_path) if Path(lin_path).is_file() else None
+    else:
+        for package, rel in LPIPS_LIN_LOCATIONS:
+            folder = _package_dir(package)
+            if folder is None:
+                searched.append(f"{package}/{rel} (package {package!r} not installed)")
+                continue
+            candidate = folder / rel
+            searched.append(os.fspath(candidate))
+            if candidate.is_file():
+                lin = candidate
+                break
+    alex = None
+    if alexnet_path is not None:
+        searched.append(f"{alexnet_path} (given)")
+        alex = Path(alexnet_path) if Path(alexnet_path).is_file() else None
+    else:
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
+        searched.append(os.fspath(cache / ALEXNET_PATTERN))
+        found = sorted(cache.glob(ALEXNET_PATTERN)) if cache.is_dir() else []
+        alex = found[0] if found else None
+    return LPIPSWeights(alex, lin, searched)
+
+
+def _missing_message(weights: LPIPSWeights) -> str:
+    missing = [w for w, p in (("AlexNet", weights.alexnet), ("LPIPS lin", weights.lin)) if p is None]
+    return (
+        f"LPIPS unavailable: {' and '.join(missing)} weights not found (flowsr never downloads them); looked in: "
+        + "; ".join(weights.searched)
+        + ". Install the `lpips` or `torchmetrics` package for the lin weights, put torchvision's "
+        "alexnet-owt-7be5be79.pth into torch.hub.get_dir()/checkpoints, or give both paths"
+    )
+
+
 class LPIPS(nn.Module):
     """LPIPS distance (Zhang et al. 2018, "v0.1", AlexNet backbone) from local weight files, without torchvision.
 
@@ -318,27 +410,38 @@ class LPIPS(nn.Module):
     feature vector by its channel L2 norm (``+ 1e-10``), and ``w_l`` are the learnt non-negative
     1x1 "lin" weights.
 
-    Two local files are needed (nothing is downloaded):
+    Two local files are needed (nothing is downloaded); without arguments they are found by
+    :func:`find_lpips_weights`:
 
     * ``alexnet_path``: torchvision's ImageNet AlexNet state dict (``alexnet-owt-7be5be79.pth``; only
-      the ``features.*`` entries are used);
+      the ``features.*`` entries are used); default: torch's hub cache;
     * ``lin_path``: the LPIPS v0.1 linear-layer weights for AlexNet (``alex.pth`` of the ``lpips``
-      package; keys ``lin{0..4}.model.1.weight`` or ``lin{0..4}.weight``).
+      package; keys ``lin{0..4}.model.1.weight`` or ``lin{0..4}.weight``); default: an installed
+      ``lpips`` or torchmetrics package.
 
     Input: ``(B, 3, H, W)`` or ``(3, H, W)`` floats in ``[0, 1]`` (not rounded; the official HCFlow test
     applies LPIPS to the float images, whole image, no crop). Returns ``(B,)`` distances.
 
-    Status: written from the published description of LPIPS; structure and invariants are tested,
-    but it has **not** been compared with the reference ``lpips`` package on real weights (they
-    cannot be fetched here) — check one value against ``lpips.LPIPS(net='alex')`` before reporting
-    numbers.
+    Verified (``tests/test_lpips.py``): equal to the reference ``lpips`` package's ``LPIPS(net='alex')``
+    (its own code and its real v0.1 lin weights) given the same AlexNet weights — random ones, as
+    the ImageNet AlexNet weights cannot be fetched here; ``flowsr.metrics`` and ``lpips`` load that
+    state dict the same way, so the real weights change nothing in the comparison.
+
+    Raises ``FileNotFoundError`` listing every place searched when a file is missing.
     """
 
     SHIFT = (-0.030, -0.088, -0.188)
     SCALE = (0.458, 0.448, 0.450)
 
-    def __init__(self, alexnet_path: str | os.PathLike, lin_path: str | os.PathLike) -> None:
+    def __init__(
+        self, alexnet_path: str | os.PathLike | None = None, lin_path: str | os.PathLike | None = None
+    ) -> None:
         super().__init__()
+        weights = find_lpips_weights(alexnet_path, lin_path)
+        if not weights.complete:
+            raise FileNotFoundError(_missing_message(weights))
+        alexnet_path, lin_path = weights.alexnet, weights.lin
+        self.alexnet_path, self.lin_path = alexnet_path, lin_path
         self.net = _AlexNetFeatures()
         self.lins = nn.ModuleList(nn.Conv2d(c, 1, kernel_size=1, bias=False) for c in _AlexNetFeatures.CHANNELS)
         self.register_buffer("shift", torch.tensor(self.SHIFT).view(1, 3, 1, 1))
@@ -375,11 +478,12 @@ class LPIPS(nn.Module):
         return total.reshape(-1)
 
 
-def lpips_available(alexnet_path: str | os.PathLike | None, lin_path: str | os.PathLike | None) -> tuple[bool, str]:
-    """Whether :class:`LPIPS` can be built from these local files: ``(ok, message)``; never downloads."""
-    for path, what in ((alexnet_path, "AlexNet"), (lin_path, "LPIPS lin")):
-        if path is None:
-            return False, f"LPIPS unavailable: no path given for the {what} weights (flowsr never downloads them)"
-        if not Path(path).is_file():
-            return False, f"LPIPS unavailable: {what} weights not found at '{path}'"
-    return True, "LPIPS available"
+def lpips_available(
+    alexnet_path: str | os.PathLike | None = None, lin_path: str | os.PathLike | None = None
+) -> tuple[bool, str]:
+    """Whether :class:`LPIPS` can be built: ``(ok, message)``; the message names the files used, or
+    every place searched (:func:`find_lpips_weights`). Never downloads."""
+    weights = find_lpips_weights(alexnet_path, lin_path)
+    if not weights.complete:
+        return False, _missing_message(weights)
+    return True, f"LPIPS available (AlexNet: {weights.alexnet}; lin: {weights.lin})"

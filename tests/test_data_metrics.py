@@ -15,11 +15,14 @@ from PIL import Image
 
 from flowsr.data import (
     SAMPLE_KINDS,
+    SAMPLE_SETS,
     from_uint8,
     imresize,
     read_image,
+    redistributable_pairs,
     resize_weights,
     sample_images,
+    sample_pairs,
     to_uint8,
     write_image,
 )
@@ -50,20 +53,50 @@ def test_sample_images_listing():
     faces = sample_images("face_x8")
     assert [n for n, _, _ in faces] == ["110", "16", "217", "253", "334", "36"]
     assert [n for n, _, _ in sample_images("general_x4")] == ["butterfly"]
-    assert SAMPLE_KINDS == {"face_x8": 8, "general_x4": 4}
+    assert [n for n, _, _ in sample_images("open_x4")] == ["brick", "camera", "coins", "grass", "text"]
+    assert SAMPLE_KINDS == {"face_x8": 8, "general_x4": 4}  # the demo's sets until it moves to redistributable_pairs
+    assert {k: s.scale for k, s in SAMPLE_SETS.items()} == {"open_x4": 4, "general_x4": 4, "face_x8": 8}
     for _, hr, lr in faces:
         assert hr.is_file() and lr.is_file() and hr.name == lr.name
     with pytest.raises(ValueError, match="unknown kind"):
         sample_images("faces")
 
 
+def test_sample_licences_are_exposed_and_documented():
+    pairs = sample_pairs()
+    assert len(pairs) == sum(len(sample_images(k)) for k in SAMPLE_SETS)
+    by_kind = {p.kind: p for p in pairs}
+    assert not by_kind["face_x8"].redistributable and "non-commercial" in by_kind["face_x8"].licence
+    assert not by_kind["general_x4"].redistributable and by_kind["general_x4"].licence.startswith("unknown")
+    free = redistributable_pairs()
+    assert {p.kind for p in free} == {"open_x4"} and free == sample_pairs(redistributable=True)
+    assert all(p.licence.startswith(("CC0", "public domain", "no known copyright")) for p in free)
+    assert [p.name for p in redistributable_pairs(scale=8)] == []
+    assert {p.kind for p in sample_pairs(redistributable=False)} == {"face_x8", "general_x4"}
+    root = sample_images("face_x8")[0][1].parents[2]
+    readme = (root / "README.md").read_text()
+    for kind in SAMPLE_SETS:  # every shipped image is in the README's table; every set has its licence note
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{kind}/` |"))
+        listed = {n.strip() for n in row.split("|")[2].strip().strip("`").split(",")}
+        assert listed == {p.name for p in pairs if p.kind == kind}, kind
+        assert (root / kind / "LICENSE-NOTE").is_file(), kind
+    for p in free:  # and each redistributable image has its own provenance row
+        assert any(line.startswith(f"| `{p.name}` | ") for line in readme.splitlines()), p.name
+    shipped = {p.name for p in root.glob("*/HR/*")}
+    assert shipped == {p.name for p in pairs for p in [p.hr]}
+    # the redistributable evaluation images are none of the seven training images of the demo models
+    train = Path(__file__).resolve().parents[1] / "flowsr" / "recipes" / "data" / "train"
+    trained = {p.stem for p in train.iterdir() if p.suffix != ".md"}
+    assert len(trained) == 7 and not trained & {p.name for p in pairs}
+
+
 # ------------------------------------------------------------------------------------------ imresize
 
 
-@pytest.mark.parametrize("kind", sorted(SAMPLE_KINDS))
+@pytest.mark.parametrize("kind", sorted(SAMPLE_SETS))
 def test_imresize_reproduces_bundled_lr_exactly(kind):
     """MATLAB bicubic (per-pass rounding) gives the shipped LR files bit for bit."""
-    scale = SAMPLE_KINDS[kind]
+    scale = SAMPLE_SETS[kind].scale
     for name, hr_path, lr_path in sample_images(kind):
         hr, lr = _u8(hr_path), _u8(lr_path)
         out = imresize(hr, 1 / scale)
@@ -408,9 +441,11 @@ def test_read_other_formats_and_refusals(tmp_path):
     Image.fromarray(np.zeros((2, 2), np.float32), "F").save(tmp_path / "f.tif")
     with pytest.raises(ValueError, match="float"):
         read_image(tmp_path / "f.tif")
-    _tiff_rgb16(tmp_path / "rgb16.tif", rng.integers(0, 65536, (3, 4, 3), dtype=np.uint16))
-    with pytest.raises(ValueError, match="16-bit RGB TIFF: Pillow would truncate"):
-        read_image(tmp_path / "rgb16.tif")
+    # 16-bit RGB TIFF (Pillow would truncate it to 8 bits): read at full precision by flowsr's own decoder.
+    rgb16 = rng.integers(0, 65536, (3, 4, 3), dtype=np.uint16)
+    _tiff_rgb16(tmp_path / "rgb16.tif", rgb16)
+    expect = torch.from_numpy((rgb16.astype(np.float32) / np.float32(65535)).transpose(2, 0, 1).copy())
+    assert torch.equal(read_image(tmp_path / "rgb16.tif"), expect)
 
 
 def test_read_unreadable_files_raise_one_line_value_error(tmp_path):
@@ -631,7 +666,8 @@ def _fake_lpips_weights(tmp_path: Path) -> tuple[Path, Path]:
     return pa, pl
 
 
-def test_lpips_local_weights_only(tmp_path):
+def test_lpips_local_weights_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty hub cache: no AlexNet to find
     ok, msg = lpips_available(None, None)
     assert not ok and "never downloads" in msg
     ok, msg = lpips_available(tmp_path / "nope.pth", tmp_path / "nope2.pth")

@@ -136,7 +136,10 @@ def test_nll_is_finite_and_decreases() -> None:
         (lambda m: m.encode(torch.rand(1, 3, 18, 16)), "not divisible by the scale 4"),
         (lambda m: m.encode(torch.rand(1, 4, 16, 16)), r"\(B, 3, H, W\)"),
         (lambda m: m.encode(torch.full((1, 3, 16, 16), float("nan"))), "NaN"),
-        (lambda m: m.nll(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 5, 4)), "HR image must have shape .* for an LR image of shape"),
+        (
+            lambda m: m.nll(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 5, 4)),
+            "HR image must have shape .* for an LR image of shape",
+        ),
         (lambda m: m.decode(torch.rand(1, 3, 4, 4), [torch.rand(1, 21, 4, 4)]), "expected a list of 2 latents"),
         (lambda m: m.decode(torch.rand(1, 3, 4, 4), [torch.rand(1, 21, 4, 4), torch.rand(1, 6, 4, 4)]), "latent 1"),
         (lambda m: m.sample(torch.rand(1, 3, 4, 4), temperature=float("nan")), "temperature"),

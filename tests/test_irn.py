@@ -77,7 +77,8 @@ def test_irn_golden(path: Path) -> None:
         c = model.spec.out_channels
         rev_y, rev_z = g["rev_in"][:, :c], g["rev_in"][:, c:]
         assert_close(model.decode(rev_y, [rev_z]), g["rev_out"], "rev_out", atol=1e-4, rtol=1e-5)
-        assert_close(model.upscale(rev_y, zs=[rev_z], clamp=False), g["rev_out"], "upscale(zs=[rev_z])", atol=1e-4, rtol=1e-5)
+        up = model.upscale(rev_y, zs=[rev_z], clamp=False)
+        assert_close(up, g["rev_out"], "upscale(zs=[rev_z])", atol=1e-4, rtol=1e-5)
         (_,), rev_logdet = model.flow([rev_y, rev_z], rev=True)
         if "rev_jacobian_official" in g:
             official = g["rev_jacobian_official"]
@@ -192,7 +193,8 @@ def test_load_official_fails_clearly() -> None:
     with pytest.raises(ValueError, match=r"operations\.1\.H\.conv5\.weight.*shape"):
         load_official(bad, opt)
     with pytest.raises(ValueError, match="DBNet"):
-        IRNConverter.model_from_opt({**opt, "network_G": {**opt["network_G"], "which_model_G": {"subnet_type": "Resnet"}}})
+        resnet = {**opt["network_G"], "which_model_G": {"subnet_type": "Resnet"}}
+        IRNConverter.model_from_opt({**opt, "network_G": resnet})
     with pytest.raises(ValueError, match="block_num"):
         IRNConverter.model_from_opt({**opt, "network_G": {**opt["network_G"], "block_num": [1, 1, 1]}})
     with pytest.raises(ValueError, match="differs"):
@@ -228,7 +230,8 @@ def test_irn_exact_inverse_and_logdet(
     assert_logdet_matches_autograd(model.flow, [hr[:1]])
     y, zs, logdet = model.encode(hr)
     assert y.shape == (batch, in_channels, hr.shape[2] // s, hr.shape[3] // s)
-    assert [zs[0].shape] == model.latent_shapes(y.shape[2:], batch) == [(batch, in_channels * (4**levels - 1), *y.shape[2:])]
+    expected = [(batch, in_channels * (4**levels - 1), *y.shape[2:])]
+    assert [zs[0].shape] == model.latent_shapes(y.shape[2:], batch) == expected
     torch.testing.assert_close(model.decode(y, zs), hr, rtol=1e-10, atol=1e-10)
     # log-det = sum of coupling log-scales + the Haar terms (C H W / 4) ln(1/16) per level
     haar = sum(
@@ -283,7 +286,8 @@ def test_upscale_is_seeded_and_clamped() -> None:
     torch.testing.assert_close(z, 0.5 * z1)
     raw = model.upscale(lr, temperature=0.5, generator=torch.Generator().manual_seed(3), clamp=False)
     torch.testing.assert_close(raw, model.decode(lr, [z]))
-    torch.testing.assert_close(model.upscale(lr, temperature=0.0, clamp=False), model.decode(lr, [torch.zeros_like(z)]))
+    zero = model.decode(lr, [torch.zeros_like(z)])
+    torch.testing.assert_close(model.upscale(lr, temperature=0.0, clamp=False), zero)
     torch.testing.assert_close(model.upscale(lr, zs=[z]), raw.clamp(0, 1))
     # unquantised downscale: the raw LR clamped to [0, 1]
     hr = torch.rand(1, 3, 8, 8)
@@ -351,13 +355,16 @@ def test_checkpoint_round_trip(tmp_path) -> None:
         (lambda m: m.decode(torch.rand(1, 3, 4, 4), None), "expected a list of 1 latent"),
         (lambda m: m.decode(torch.rand(1, 3, 4, 4), torch.rand(1, 45, 4, 4)), "expected a list of 1 latent"),
         (lambda m: m.decode(torch.rand(1, 3, 4, 4), [torch.full((1, 45, 4, 4), float("nan"))]), "NaN"),
-        (lambda m: m.upscale(torch.rand(1, 3, 4, 4), zs=[torch.rand(1, 45, 4, 5)]), r"latent 0 .* must have shape"),
+        (lambda m: m.upscale(torch.rand(1, 3, 4, 4), zs=[torch.rand(1, 45, 4, 5)]), "latent 0 .* must have shape"),
         (lambda m: m.upscale(torch.rand(1, 3, 4, 4), generator="seed"), "generator must be a torch.Generator"),
         (lambda m: m.upscale(torch.rand(1, 1, 4, 4)), r"LR image must have shape \(B, 3, H, W\)"),
         (lambda m: m.upscale(torch.rand(1, 3, 4, 4), temperature=float("nan")), "temperature"),
         (lambda m: m.upscale(torch.rand(1, 3, 4, 4), temperature=-1.0), "temperature"),
         (lambda m: irn_losses(m, torch.rand(1, 3, 16, 16), torch.rand(1, 3, 4, 5)), "reference LR must have shape"),
-        (lambda m: irn_losses(m, torch.rand(1, 3, 16, 16), torch.rand(1, 3, 4, 4), [torch.rand(1, 9, 4, 4)]), "latent 0"),
+        (
+            lambda m: irn_losses(m, torch.rand(1, 3, 16, 16), torch.rand(1, 3, 4, 4), [torch.rand(1, 9, 4, 4)]),
+            "latent 0",
+        ),
     ],
 )
 def test_bad_input_raises_clear_errors(call, message: str) -> None:

@@ -31,11 +31,12 @@ __all__ = [
     "OfficialConverter",
     "converter_for",
     "load_into",
+    "flat_body_index",
     "load_official",
-    "state_keys",
     "official_presets",
     "read_state_dict",
     "register_converter",
+    "state_keys",
 ]
 
 #: converter name -> converter class.
@@ -97,6 +98,20 @@ def official_presets() -> dict[str, dict]:
     return {
         f"{name}:{preset}": opt for name, conv in CONVERTERS.items() for preset, opt in conv.OFFICIAL_OPTIONS.items()
     }
+
+
+def flat_body_index(model: FlowSRModel, parameter_free_after: int) -> dict[int, nn.Module]:
+    """Official flat layer index -> flowsr layer, for official code that keeps the main flow of all
+    levels in one list: per level the squeeze (index 0 of the level), its steps, then
+    ``parameter_free_after`` layers without parameters (HCFlow's split: 1; IRN: 0)."""
+    flat: dict[int, nn.Module] = {}
+    start = 0
+    for level in model.flow.levels:
+        n = len(level.body.module_list)
+        for p in range(n):
+            flat[start + p] = level.body_layer(p)
+        start += n + parameter_free_after
+    return flat
 
 
 def state_keys(root: nn.Module) -> Callable[[nn.Module, str], str]:

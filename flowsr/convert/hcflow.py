@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from flowsr.convert.base import OfficialConverter, register_converter, state_keys
+from flowsr.convert.base import OfficialConverter, flat_body_index, register_converter, state_keys
 from flowsr.models.hcflow import HCFlowRescaling, HCFlowSR
 from flowsr.models.spec import CouplingSpec, FeatureSpec, HierarchySpec, LatentSpec
 
@@ -131,15 +131,8 @@ class HCFlowConverter(OfficialConverter):
 
     @classmethod
     def key_map(cls, model: HCFlowSR | HCFlowRescaling, official_keys: list[str]) -> dict[str, str]:
-        spec, levels = model.spec, model.flow.levels
-        # Flat index of each official main-flow layer -> the flowsr layer: per level the
-        # squeeze / Haar (p = 0), the steps (1..n), then the parameter-free split.
-        flat: dict[int, Any] = {}
-        start = 0
-        for l, n in enumerate(spec.level_steps()):
-            for p in range(n + 1):
-                flat[start + p] = levels[l].body_layer(p)
-            start += n + 2
+        levels = model.flow.levels
+        flat = flat_body_index(model, 1)  # per level: squeeze / Haar, steps, the parameter-free split
         at = state_keys(model)
         out: dict[str, str] = {}
         for key in official_keys:

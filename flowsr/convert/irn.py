@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from flowsr.convert.base import OfficialConverter, register_converter, state_keys
+from flowsr.convert.base import OfficialConverter, flat_body_index, register_converter, state_keys
 from flowsr.models.irn import IRN, irn_spec
 from flowsr.models.spec import HierarchySpec
 
@@ -103,13 +103,7 @@ class IRNConverter(OfficialConverter):
 
     @classmethod
     def key_map(cls, model: IRN, official_keys: list[str]) -> dict[str, str]:
-        # Official ``operations`` is flat: per level the Haar layer, then the blocks.
-        flat: dict[int, Any] = {}
-        start = 0
-        for level, n in zip(model.flow.levels, model.spec.level_steps()):
-            for p in range(n + 1):
-                flat[start + p] = level.body_layer(p)
-            start += n + 1
+        flat = flat_body_index(model, 0)  # official ``operations``: per level the Haar layer, then the blocks
         at = state_keys(model)
         out: dict[str, str] = {}
         for key in official_keys:

@@ -10,6 +10,14 @@ image; pixel ``(y, x)`` depends only on ``(y, x-1)``, ``(y-1, x)`` and ``(y-1, x
 of one anti-diagonal ``y + x = d`` are reconstructed at once with numpy (``H + W - 1`` vectorised
 steps). Handles bit depths 8 and 16 and colour types 0 (grey), 2 (RGB), 4 (grey+alpha), 6 (RGBA);
 palette images and bit depths below 8 are left to Pillow.
+
+Decompression is bounded: the IDAT stream is inflated to at most the size the header declares
+(plus one byte), so a file whose image data inflates to more than its header says cannot make the
+decoder allocate more than the declared image. The *declared* size is checked against flowsr's
+pixel limit by the caller (:mod:`flowsr.data.image_io`) before :func:`decode_png` is called.
+
+:func:`encode_png` is the matching writer (Pillow cannot write 16-bit colour PNGs either): every
+row "Up"-filtered, zlib-compressed, optional ``iCCP`` colour profile.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import zlib
 
 import numpy as np
 
-__all__ = ["PNG_SIGNATURE", "decode_png", "png_header"]
+__all__ = ["PNG_SIGNATURE", "decode_png", "encode_png", "png_header", "read_png"]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
@@ -64,9 +72,10 @@ def _unfilter(raw: np.ndarray, height: int, width: int, bpp: int) -> np.ndarray:
     ftype = rows[:, 0].astype(np.int64)
     if np.any(ftype > 4):
         raise ValueError(f"PNG scanline has an unknown filter type {int(ftype.max())}")
-    filt = rows[:, 1:].reshape(height, width, bpp).astype(np.int32)
+    # int16 is enough (predictions and sums stay within -255..765) and halves the memory of int32.
+    filt = rows[:, 1:].reshape(height, width, bpp).astype(np.int16)
     # recon[y + 1, x + 1] holds pixel (y, x); row 0 and column 0 are the zero borders.
-    recon = np.zeros((height + 1, width + 1, bpp), dtype=np.int32)
+    recon = np.zeros((height + 1, width + 1, bpp), dtype=np.int16)
     for d in range(height + width - 1):
         y = np.arange(max(0, d - width + 1), min(height - 1, d) + 1)
         x = d - y
@@ -84,13 +93,33 @@ def _unfilter(raw: np.ndarray, height: int, width: int, bpp: int) -> np.ndarray:
     return recon[1:, 1:].astype(np.uint8)
 
 
+def _passes(width: int, height: int, interlace: int):
+    """``(x0, y0, dx, dy, pass_width, pass_height)`` of every non-empty (Adam7) pass."""
+    for x0, y0, dx, dy in _ADAM7 if interlace == 1 else ((0, 0, 1, 1),):
+        pw = (width - x0 + dx - 1) // dx if width > x0 else 0
+        ph = (height - y0 + dy - 1) // dy if height > y0 else 0
+        if pw and ph:
+            yield x0, y0, dx, dy, pw, ph
+
+
 def decode_png(data: bytes) -> tuple[np.ndarray, int]:
+    """Decode an 8- or 16-bit grey / grey+alpha / RGB / RGBA PNG: ``(array, bit_depth)``.
+
+    See :func:`read_png`, which also returns the colour profile and EXIF data.
+    """
+    arr, depth, _info = read_png(data)
+    return arr, depth
+
+
+def read_png(data: bytes) -> tuple[np.ndarray, int, dict[str, bytes]]:
     """Decode an 8- or 16-bit grey / grey+alpha / RGB / RGBA PNG.
 
-    Returns ``(array, bit_depth)`` with ``array`` of shape ``(H, W, channels)`` (1, 2, 3 or 4 channels,
-    alpha last), dtype ``uint16`` for 16-bit files and ``uint8`` for 8-bit ones. A ``tRNS`` colour key
-    on a grey or RGB image becomes an alpha channel (0 where the pixel equals the key). Raises
-    ``ValueError`` on anything else or on a damaged file.
+    Returns ``(array, bit_depth, info)`` with ``array`` of shape ``(H, W, channels)`` (1, 2, 3 or 4
+    channels, alpha last), dtype ``uint16`` for 16-bit files and ``uint8`` for 8-bit ones. A ``tRNS``
+    colour key on a grey or RGB image becomes an alpha channel (0 where the pixel equals the key).
+    ``info`` holds ``"icc_profile"`` (the decompressed ``iCCP`` profile) and ``"exif"`` (the raw
+    ``eXIf`` chunk) when the file has them. Raises ``ValueError`` on anything else or on a damaged
+    file.
     """
     header = png_header(data)
     if header is None:
@@ -104,29 +133,39 @@ def decode_png(data: bytes) -> tuple[np.ndarray, int]:
         raise ValueError(f"PNG has an empty size {width}x{height}")
     idat = []
     trns = None
+    info: dict[str, bytes] = {}
     for ctype_, body in _chunks(data):
         if ctype_ == b"IDAT":
             idat.append(body)
         elif ctype_ == b"tRNS":
             trns = body
-    try:
-        raw = np.frombuffer(zlib.decompress(b"".join(idat)), dtype=np.uint8)
-    except zlib.error as err:
-        raise ValueError(f"corrupt PNG image data ({err})") from None
+        elif ctype_ == b"eXIf":
+            info["exif"] = body
+        elif ctype_ == b"iCCP":
+            name_end = body.find(b"\0")
+            try:
+                info["icc_profile"] = zlib.decompress(body[name_end + 2 :]) if name_end > 0 else b""
+            except zlib.error:
+                pass  # a damaged profile is ignored, as libpng does
+            if not info.get("icc_profile"):
+                info.pop("icc_profile", None)
     channels = _CHANNELS[ctype]
     nbytes = depth // 8
     bpp = channels * nbytes
+    passes = list(_passes(width, height, interlace))
+    expected = sum(ph * (1 + pw * bpp) for *_, pw, ph in passes)
+    try:
+        # Inflate no more than the header promises: extra data is ignored (as libpng does), and a
+        # stream that would inflate further cannot make us allocate more than the declared image.
+        raw = np.frombuffer(zlib.decompressobj().decompress(b"".join(idat), expected), dtype=np.uint8)
+    except zlib.error as err:
+        raise ValueError(f"corrupt PNG image data ({err})") from None
+    if raw.size < expected:
+        raise ValueError("PNG image data is truncated")
     out = np.zeros((height, width, bpp), dtype=np.uint8)
-    passes = _ADAM7 if interlace == 1 else ((0, 0, 1, 1),)
     pos = 0
-    for x0, y0, dx, dy in passes:
-        pw = (width - x0 + dx - 1) // dx if width > x0 else 0
-        ph = (height - y0 + dy - 1) // dy if height > y0 else 0
-        if pw == 0 or ph == 0:
-            continue
+    for x0, y0, dx, dy, pw, ph in passes:
         size = ph * (1 + pw * bpp)
-        if pos + size > raw.size:
-            raise ValueError("PNG image data is truncated")
         out[y0::dy, x0::dx] = _unfilter(raw[pos : pos + size], ph, pw, bpp)
         pos += size
     samples = out.reshape(height, width, channels, nbytes).astype(np.uint16)
@@ -136,4 +175,33 @@ def decode_png(data: bytes) -> tuple[np.ndarray, int]:
         opaque = (1 << depth) - 1
         alpha = np.where(np.all(arr == key, axis=-1), 0, opaque).astype(arr.dtype)
         arr = np.concatenate([arr, alpha[..., None]], axis=-1)
-    return arr.astype(np.uint16 if depth == 16 else np.uint8), depth
+    return arr.astype(np.uint16 if depth == 16 else np.uint8), depth, info
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+
+def encode_png(arr: np.ndarray, *, icc_profile: bytes | None = None, compress_level: int = 6) -> bytes:
+    """Encode ``(H, W)`` or ``(H, W, C)`` ``uint8`` / ``uint16`` samples (C = 1 grey, 2 grey+alpha,
+    3 RGB, 4 RGBA) as an 8- / 16-bit PNG. Every row uses the "Up" filter (vectorised; a good filter
+    for photographs); ``icc_profile`` is stored in an ``iCCP`` chunk."""
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 2, 3, 4) or arr.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"encode_png: expected (H, W, 1..4) uint8 or uint16 samples, got {arr.shape} {arr.dtype}")
+    height, width, channels = arr.shape
+    if height < 1 or width < 1:
+        raise ValueError(f"encode_png: empty image {width}x{height}")
+    depth = 16 if arr.dtype == np.uint16 else 8
+    ctype = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    rows = np.ascontiguousarray(arr.astype(">u2") if depth == 16 else arr).view(np.uint8).reshape(height, -1)
+    up = rows.copy()
+    up[1:] -= rows[:-1]  # uint8 arithmetic wraps modulo 256, as the filter is defined
+    filtered = np.concatenate([np.full((height, 1), 2, np.uint8), up], axis=1)
+    out = [PNG_SIGNATURE, _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, ctype, 0, 0, 0))]
+    if icc_profile:
+        out.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
+    out.append(_chunk(b"IDAT", zlib.compress(filtered.tobytes(), compress_level)))
+    out.append(_chunk(b"IEND", b""))
+    return b"".join(out)

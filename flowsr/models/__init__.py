@@ -14,7 +14,7 @@ from flowsr.models.base import (
     get_family,
     register_family,
 )
-from flowsr.models.checkpoint import load, read_metadata, save
+from flowsr.models.checkpoint import from_pretrained, list_models, load, model_info, read_metadata, save
 from flowsr.models.encoders import EncoderSpec, RRDBEncoder
 from flowsr.models.hcflow import HCFlowRescaling, HCFlowSR, NLLOutput, hcflow_rescaling_spec, hcflow_sr_spec
 from flowsr.models.hierarchy import HierarchicalFlow, Level, build_hierarchy
@@ -45,6 +45,9 @@ __all__ = [
     "SRFlow",
     "SRFlowSpec",
     "build_hierarchy",
+    "from_pretrained",
+    "list_models",
+    "model_info",
     "get_family",
     "hcflow_rescaling_spec",
     "hcflow_sr_spec",

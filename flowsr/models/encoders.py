@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowsr.layers.subnets import RRDB
+from flowsr.models.spec import check_keys
 
 __all__ = ["EncoderSpec", "RRDBEncoder", "feature_name"]
 
@@ -55,10 +56,7 @@ class EncoderSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EncoderSpec:
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"EncoderSpec: unknown keys {sorted(unknown)}")
-        return cls(**d)
+        return cls(**check_keys(cls, d))
 
 
 def feature_name(level: int, levels: int) -> str:

@@ -18,6 +18,14 @@ import yaml
 __all__ = ["CouplingSpec", "FeatureSpec", "LatentSpec", "HierarchySpec"]
 
 
+def check_keys(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``d``; ``ValueError`` naming the keys that are not fields of the dataclass ``cls``."""
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown keys {sorted(unknown)}")
+    return dict(d)
+
+
 def _per_level(value: int | list[int] | None, levels: int, name: str) -> list[int | None]:
     if value is None or isinstance(value, int):
         return [value] * levels
@@ -61,10 +69,7 @@ class CouplingSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CouplingSpec:
-        d = dict(d)
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"CouplingSpec: unknown keys {sorted(unknown)}")
+        d = check_keys(cls, d)
         # Specs saved by flowsr 0.1 always carried a scale; for IRN's coupling and for steps
         # without a coupling it named the fixed behaviour, which is now simply the default.
         if (d.get("kind"), d.get("scale")) in (("inv_block_exp", "tanh_clamp"),) or d.get("kind") == "none":
@@ -209,10 +214,7 @@ class HierarchySpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> HierarchySpec:
-        d = dict(d)
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"HierarchySpec: unknown keys {sorted(unknown)}")
+        d = check_keys(cls, d)
         if isinstance(d.get("coupling"), dict):
             d["coupling"] = CouplingSpec.from_dict(d["coupling"])
         if isinstance(d.get("features"), dict):

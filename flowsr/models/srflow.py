@@ -33,7 +33,7 @@ from flowsr.layers.quantization import dequantize
 from flowsr.models.base import HierarchicalModel, NoiseSource, register_family
 from flowsr.models.encoders import EncoderSpec, RRDBEncoder, feature_name
 from flowsr.models.hcflow import NLLOutput, standard_normal_logp
-from flowsr.models.spec import CouplingSpec, FeatureSpec, HierarchySpec, LatentSpec
+from flowsr.models.spec import CouplingSpec, FeatureSpec, HierarchySpec, LatentSpec, check_keys
 
 __all__ = ["SRFlow", "SRFlowSpec", "SRFLOW_PRESETS", "make_srflow_spec", "srflow_spec"]
 
@@ -86,10 +86,7 @@ class SRFlowSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SRFlowSpec:
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"SRFlowSpec: unknown keys {sorted(unknown)}")
-        return cls(**d)
+        return cls(**check_keys(cls, d))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
