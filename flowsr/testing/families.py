@@ -297,11 +297,13 @@ def check_bad_input(cls: type[FlowSRModel], preset: str) -> None:
     for name, bad in (("wrong channel count", wider_lr), ("NaN", _with_nan(lr)), ("float64", lr.double())):
         expect(f"sample: {name} in the LR image", lambda bad=bad: model.sample(bad))
         expect(f"upscale: {name} in the LR image", lambda bad=bad: model.upscale(bad))
+    expect("sample: an empty LR image", lambda: model.sample(lr[:, :, :0, :0]))
     if model.lr_multiple > 1:
         odd = lr[..., :-1]
         expect("sample: LR size not a multiple of lr_multiple", lambda: model.sample(odd))
     expect("decode: NaN in the LR image", lambda: model.decode(_with_nan(lr_out), zs))
     bad_latents = {
+        "None": None,
         "one latent too few": zs[:-1],
         "one latent too many": [*zs, zs[-1]],
         "a bare tensor": zs[0],
@@ -311,7 +313,8 @@ def check_bad_input(cls: type[FlowSRModel], preset: str) -> None:
     }
     for name, bad in bad_latents.items():
         expect(f"decode: {name}", lambda bad=bad: model.decode(lr_out, bad))
-        expect(f"upscale: {name}", lambda bad=bad: model.upscale(lr_out, zs=bad))
+        if bad is not None:  # upscale(zs=None) samples the latents
+            expect(f"upscale: {name}", lambda bad=bad: model.upscale(lr_out, zs=bad))
     for t in (-1.0, math.nan, math.inf, "0.8", True):
         expect(f"sample: temperature {t!r}", lambda t=t: model.sample(lr, temperature=t))
         expect(f"upscale: temperature {t!r}", lambda t=t: model.upscale(lr, temperature=t))
