@@ -1,17 +1,15 @@
-"""Tests of the scale functions, couplings, injector, Gaussian whitening / split and flow steps.
+"""Unit tests of the scale functions, couplings, injector, Gaussian whitening / split and flow steps.
 
-* Hypothesis property tests (float64, randomised non-zero weights via ``perturb_parameters``)
-  drawing the layers' hyper-parameters as well as shapes (odd channel counts included), batch
-  sizes, conditions and subnets: exact inverse, log-det == autograd ``slogdet`` of the Jacobian,
-  reverse log-det == -forward, batch independence, ``output_dims``, no input mutation, and that
-  the layer is not (accidentally) the identity.
-* Every layer as a node of a FrEIA 0.2 ``GraphINN`` with ``ConditionNode``s.
-* Bad input raises ``ValueError`` naming the layer.
+* A FrEIA graph built the usual way (nodes constructing the layers from their classes).
+* Bad hyper-parameters and subnets raise ``ValueError`` naming the layer; layers pickle.
 * Formula and operation-order tests (bitwise in float32, where official reproduction needs it).
 * Official numerics: IRN (Haar + ``InvBlockExp``) and SRFlow level 1 (``FlowStep`` with injector
   and sigmoid coupling, ``ConditionalGaussianSplit``) against the shared golden fixtures.
 
-(``test_layers_basic.py`` also runs fixed configurations of these layers in its shared table.)
+The properties every layer must have (exact inverse, log-det vs autograd, batch independence,
+``output_dims``, not the identity, FrEIA graph node, float32, bad input and conditions) are the
+layer contract, run in ``test_contract_layers.py`` over every layer case -- including ``*_drawn``
+cases that draw these layers' hyper-parameters (subnet, scale, order, layout, split, ...).
 """
 
 from __future__ import annotations
@@ -19,18 +17,14 @@ from __future__ import annotations
 import functools
 import math
 import pickle
-import re
 
 import pytest
 import torch
 from FrEIA.framework import ConditionNode, GraphINN, InputNode, Node, OutputNode
-from hypothesis import given
-from hypothesis import strategies as st
 from torch import nn
 
 from flowsr import testing as ft
 from flowsr.layers.coupling import AffineCoupling, AffineInjector, InvBlockExp, ThreeShiftCoupling
-from flowsr.layers.invconv import InvConv1x1
 from flowsr.layers.reshape import HaarDownsampling, Squeeze
 from flowsr.layers.scales import (
     AtanScale,
@@ -44,6 +38,7 @@ from flowsr.layers.scales import (
 from flowsr.layers.split import ConditionalGaussianSplit, GaussianWhitening
 from flowsr.layers.step import FlowStep
 from flowsr.layers.subnets import FCN, DenseBlock, ZeroConv2d
+from flowsr.testing.builtin_cases import TwoConv, softsign_log_scale
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*triangular_solve.*:UserWarning"),
@@ -51,20 +46,8 @@ pytestmark = [
 ]
 
 # --------------------------------------------------------------------------------------------
-# subnets and strategies
+# subnets
 # --------------------------------------------------------------------------------------------
-
-
-class TwoConv(nn.Module):
-    """A small local subnet: 3x3 conv -> tanh -> 1x1 conv (non-zero init)."""
-
-    def __init__(self, c_in: int, c_out: int, hidden: int = 4):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, hidden, 3, padding=1)
-        self.conv2 = nn.Conv2d(hidden, c_out, 1)
-
-    def forward(self, x):
-        return self.conv2(torch.tanh(self.conv1(x)))
 
 
 class Fixed(nn.Module):
@@ -84,187 +67,8 @@ def _fixed(out):
     return lambda c_in, c_out: Fixed(out)
 
 
-def softsign_log_scale(s):
-    """A module-level log-scale function (exercises ``CallableScale``; picklable)."""
-    return s / (1 + s.abs())
-
-
 _tiny_fcn = functools.partial(FCN, hidden=4)
 _tiny_dense = functools.partial(DenseBlock, gc=3)
-SUBNETS = st.sampled_from([TwoConv, _tiny_fcn, _tiny_dense])
-SCALES = st.sampled_from(["atan", "exp", "sigmoid", "tanh_clamp", TanhClampScale(2.0), softsign_log_scale])
-
-
-def _inputs(data, min_channels: int = 1, max_channels: int = 9, conditions=0) -> ft.LayerInputs:
-    n_cond = st.just(conditions) if isinstance(conditions, int) else conditions
-    shapes = ft.image_shapes(channels=st.integers(min_channels, max_channels), sizes=st.integers(1, 5), max_dims=320)
-    return data.draw(ft.layer_inputs(shapes=shapes, n_conditions=n_cond, condition_channels=st.integers(1, 3)))
-
-
-def _outputs_differ(module, x, c) -> bool:
-    (outs, _) = ft.run_module(module, x, c)
-    return not torch.allclose(torch.cat(list(outs), 1), x[0], atol=1e-6)
-
-
-def _check(module, inputs: ft.LayerInputs, scale: float = 0.15, nontrivial: bool = True) -> None:
-    ft.perturb_parameters(module, seed=inputs.seed, scale=scale)
-    x, c = inputs.make()
-    ran = ft.check_all(module, x, c)
-    assert "logdet_matches_autograd" in ran and "invertible" in ran
-    if nontrivial:  # the perturbed layer must really transform (an identity passes every check)
-        assert _outputs_differ(module, x, c)
-
-
-# --------------------------------------------------------------------------------------------
-# layer builders drawn by Hypothesis: (module, inputs)
-# --------------------------------------------------------------------------------------------
-
-
-def _draw_affine(data):
-    inputs = _inputs(data, 2, conditions=st.integers(0, 2))
-    C = inputs.shape[0]
-    kwargs = {
-        "subnet_constructor": data.draw(SUBNETS),
-        "scale": data.draw(SCALES),
-        "order": data.draw(st.sampled_from(["shift_scale", "scale_shift"])),
-        "layout": data.draw(st.sampled_from(["interleaved", "halves"])),
-        "split_len": data.draw(st.one_of(st.none(), st.integers(1, C - 1))),
-    }
-    return AffineCoupling(inputs.dims_in, inputs.dims_c, **kwargs), inputs
-
-
-def _draw_three_shift(data):
-    inputs = _inputs(data, 2, conditions=st.integers(0, 1))
-    kwargs = {
-        "subnet_constructor": data.draw(SUBNETS),
-        "split_len": data.draw(st.integers(1, min(3, inputs.shape[0] - 1))),
-        "lr_to_others": data.draw(st.booleans()),
-        "scale": data.draw(SCALES),
-    }
-    return ThreeShiftCoupling(inputs.dims_in, inputs.dims_c, **kwargs), inputs
-
-
-def _draw_injector(data):
-    inputs = _inputs(data, 1, conditions=st.integers(1, 2))
-    kwargs = {"subnet_constructor": data.draw(SUBNETS), "scale": data.draw(SCALES)}
-    return AffineInjector(inputs.dims_in, inputs.dims_c, **kwargs), inputs
-
-
-def _draw_inv_block(data):
-    inputs = _inputs(data, 2, conditions=st.integers(0, 1))
-    kwargs = {
-        "subnet_constructor": data.draw(SUBNETS),
-        "split_len": data.draw(st.integers(1, min(3, inputs.shape[0] - 1))),
-        "clamp": data.draw(st.sampled_from([0.5, 1.0, 2.0])),
-    }
-    return InvBlockExp(inputs.dims_in, inputs.dims_c, **kwargs), inputs
-
-
-def _draw_whitening(data):
-    inputs = _inputs(data, 1, conditions=st.integers(1, 2))
-    kwargs = {
-        "subnet_constructor": data.draw(st.sampled_from([ZeroConv2d, TwoConv, _tiny_fcn])),
-        "scale": data.draw(SCALES),
-        "divide": data.draw(st.booleans()),
-    }
-    return GaussianWhitening(inputs.dims_in, inputs.dims_c, **kwargs), inputs
-
-
-def _draw_split(data):
-    use_kept = data.draw(st.booleans())
-    inputs = _inputs(data, 2, conditions=st.integers(0 if use_kept else 1, 2))
-    C = inputs.shape[0]
-    kwargs = {
-        "subnet_constructor": data.draw(st.sampled_from([ZeroConv2d, TwoConv, _tiny_fcn])),
-        "n_keep": data.draw(st.one_of(st.none(), st.integers(1, C - 1))),
-        "scale": data.draw(SCALES),
-        "use_kept": use_kept,
-        "divide": data.draw(st.booleans()),
-    }
-    return ConditionalGaussianSplit(inputs.dims_in, inputs.dims_c, **kwargs), inputs
-
-
-def _draw_step(data):
-    inputs = _inputs(data, 2, conditions=st.integers(0, 1))
-    C, subnet = inputs.shape[0], data.draw(SUBNETS)
-    couplings = [(None, None), (AffineCoupling, {"subnet_constructor": subnet, "scale": data.draw(SCALES)})]
-    if C >= 4:
-        couplings += [
-            (ThreeShiftCoupling, {"subnet_constructor": subnet, "lr_to_others": data.draw(st.booleans())}),
-            (InvBlockExp, {"subnet_constructor": subnet}),
-        ]
-    coupling, coupling_kwargs = data.draw(st.sampled_from(couplings))
-    injector = data.draw(st.booleans()) if inputs.dims_c else False
-    step = FlowStep(
-        inputs.dims_in,
-        inputs.dims_c,
-        actnorm=data.draw(st.booleans()),
-        permutation=data.draw(st.sampled_from(["invconv", "lu", "reverse", "random", "none"])),
-        coupling=coupling,
-        coupling_kwargs=coupling_kwargs,
-        injector_kwargs={"subnet_constructor": subnet} if injector else None,
-        seed=inputs.seed % 1000,
-    )
-    return step, inputs
-
-
-DRAWERS = {
-    "AffineCoupling": _draw_affine,
-    "ThreeShiftCoupling": _draw_three_shift,
-    "AffineInjector": _draw_injector,
-    "InvBlockExp": _draw_inv_block,
-    "GaussianWhitening": _draw_whitening,
-    "ConditionalGaussianSplit": _draw_split,
-    "FlowStep": _draw_step,
-}
-
-
-# --------------------------------------------------------------------------------------------
-# properties
-# --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", sorted(DRAWERS))
-@given(data=st.data())
-def test_properties(name, data, float64):
-    """Exact inverse, log-det vs autograd, reverse log-det, batch independence, output_dims, no mutation."""
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        module, inputs = DRAWERS[name](data)
-    nontrivial = not isinstance(module, FlowStep) or (
-        any(p is not None for p in (module.actnorm, module.injector, module.coupling))
-        or isinstance(module.permute, InvConv1x1)  # a random permutation of 2 channels may be the identity
-    )
-    _check(module, inputs, nontrivial=nontrivial)
-
-
-@pytest.mark.parametrize("name", sorted(DRAWERS))
-@given(data=st.data())
-def test_in_graph_inn(name, data, float64):
-    """The layer as a FrEIA 0.2 GraphINN node (InputNode, ConditionNodes, OutputNodes)."""
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        module, inputs = DRAWERS[name](data)
-    inp = InputNode(*inputs.shape, name="in")
-    conds = [ConditionNode(*s, name=f"cond{i}") for i, s in enumerate(inputs.dims_c)]
-    node = Node(inp, _Prebuilt, {"module": module}, conditions=conds or None, name="layer")
-    outs = [OutputNode((node, i), name=f"out{i}") for i in range(len(node.outputs))]
-    graph = GraphINN([inp, *conds, node, *outs], force_tuple_output=True)
-    ft.perturb_parameters(graph, seed=inputs.seed, scale=0.15)
-    x, c = inputs.make()
-    ft.check_all(graph, x, c)
-    z_graph, j_graph = ft.run_module(graph, x, c)
-    z_mod, j_mod = ft.run_module(module, x, c)
-    assert len(z_graph) == len(z_mod) and all(torch.equal(a, b) for a, b in zip(z_graph, z_mod))
-    torch.testing.assert_close(j_graph, j_mod, rtol=0, atol=1e-12)
-
-
-def _Prebuilt(dims_in, dims_c=None, *, module):  # noqa: N802 - a FrEIA node "class"
-    """FrEIA Node factory returning an already built layer (checks the graph's inferred dims)."""
-    assert [tuple(d) for d in dims_in] == module.dims_in and [tuple(d) for d in (dims_c or [])] == module.dims_c
-    return module
-
-
 def test_graph_inn_builds_layers_from_classes(float64):
     """The usual FrEIA way: the node constructs the layer from its class and keyword arguments."""
     inp = InputNode(5, 4, 4, name="x")
@@ -279,77 +83,6 @@ def test_graph_inn_builds_layers_from_classes(float64):
     ft.check_all(graph, [x], [c])
     (h, eps), _ = ft.run_module(graph, [x], [c])
     assert h.shape == (2, 3, 4, 4) and eps.shape == (2, 2, 4, 4)  # consume round(2.5) = 2
-
-
-@given(data=st.data())
-def test_float32_invertible_at_larger_sizes(data):
-    """float32 round trips at sizes beyond the autograd check (fully convolutional layers)."""
-    name = data.draw(st.sampled_from(sorted(DRAWERS)))
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        module, inputs = DRAWERS[name](data)
-    ft.perturb_parameters(module, seed=inputs.seed, scale=0.1)
-    x = [ft.tensors((2, inputs.shape[0], 16, 12), seed=inputs.seed, dtype=torch.float32)]
-    c = [
-        ft.tensors((2, s[0], 16, 12), seed=inputs.seed + 1 + i, dtype=torch.float32)
-        for i, s in enumerate(inputs.dims_c)
-    ]
-    ft.assert_invertible(module, x, c, rtol=1e-5)
-    ft.assert_reverse_logdet_negates(module, x, c)
-
-
-# --------------------------------------------------------------------------------------------
-# bad input
-# --------------------------------------------------------------------------------------------
-
-_BAD_CASES = {
-    "AffineCoupling": lambda: AffineCoupling([(5, 4, 4)], [(2, 4, 4)], subnet_constructor=TwoConv),
-    "ThreeShiftCoupling": lambda: ThreeShiftCoupling([(5, 4, 4)], [(2, 4, 4)], subnet_constructor=TwoConv),
-    "AffineInjector": lambda: AffineInjector([(5, 4, 4)], [(2, 4, 4)], subnet_constructor=TwoConv),
-    "InvBlockExp": lambda: InvBlockExp([(5, 4, 4)], [(2, 4, 4)], subnet_constructor=TwoConv),
-    "GaussianWhitening": lambda: GaussianWhitening([(5, 4, 4)], [(2, 4, 4)], subnet_constructor=TwoConv),
-    "ConditionalGaussianSplit": lambda: ConditionalGaussianSplit([(5, 4, 4)], [(2, 4, 4)], subnet_constructor=TwoConv),
-    "FlowStep": lambda: FlowStep(
-        [(5, 4, 4)],
-        [(2, 4, 4)],
-        coupling=AffineCoupling,
-        coupling_kwargs={"subnet_constructor": TwoConv},
-        injector_kwargs={"subnet_constructor": TwoConv},
-    ),
-}
-
-
-@pytest.mark.parametrize("name", sorted(_BAD_CASES))
-def test_bad_input_raises_value_error_naming_the_layer(name, float64):
-    module = ft.perturb_parameters(_BAD_CASES[name](), seed=0)
-    starts = "^" + re.escape(name)
-    x, c = torch.randn(2, 5, 4, 4), torch.randn(2, 2, 4, 4)
-
-    def raises(pattern, x_, c_, rev=False):
-        with pytest.raises(ValueError, match=starts + pattern):
-            module(x_, c=c_, rev=rev)
-
-    raises(".*input 0 must have shape", [torch.randn(2, 6, 4, 4)], [c])  # wrong channels
-    raises(".*input 0 must have shape", [torch.randn(2, 5, 4)], [c])  # wrong rank
-    raises(".*expected 1 condition", [x], None)  # missing condition
-    raises(".*expected 1 condition", [x], [c, c])  # one too many
-    raises(".*condition 0 must have shape", [x], [torch.randn(2, 2, 2, 2)])  # wrong spatial size
-    raises(".*condition 0 must have shape", [x], [torch.randn(2, 3, 4, 4)])  # wrong channels
-    raises(".*condition 0 must have shape", [x], [torch.randn(1, 2, 4, 4)])  # wrong batch
-    raises(".*bare tensor", x, [c])
-    for value in (float("nan"), float("inf")):
-        bad = x.clone()
-        bad[1, 2, 3, 0] = value
-        raises(".*NaN or Inf", [bad], [c])
-        bad_c = c.clone()
-        bad_c[0, 1, 0, 0] = value
-        raises(".*condition 0 contains NaN or Inf", [x], [bad_c])
-    outs, _ = module([x], c=[c])
-    raises(".*NaN or Inf", [outs[0] * float("nan"), *outs[1:]], [c], rev=True)
-    if name == "ConditionalGaussianSplit":
-        raises(".*expected 2 reverse input", [outs[0]], [c], rev=True)
-        raises(".*reverse input 1 must have shape", [outs[0], outs[0]], [c], rev=True)
-        raises(".*spatial size", [outs[0], outs[1][:, :, :2]], [c], rev=True)
 
 
 def test_bad_hyper_parameters_and_subnets(float64):

@@ -61,3 +61,12 @@ def test_conditional_affine_float32_smoke():
     c = ft.tensors((2, 2, 32, 32), seed=2, dtype=torch.float32)
     ft.assert_invertible(layer, x, c)  # float32: relative tolerances
     ft.assert_reverse_logdet_negates(layer, x, c)
+
+
+# The layer contract that flowsr's own layers pass -- the properties above on drawn shapes and
+# conditions, the layer as a FrEIA GraphINN node, float32, clear errors on bad input -- in one call.
+CASE = ft.LayerCase(ConditionalElementwiseAffine, conditions=1)  # one condition tensor
+
+
+def test_conditional_affine_contract():
+    ft.check_layer(CASE, max_examples=10)

@@ -2,11 +2,15 @@
 
 Every layer documents its forward, inverse and log-det math and its shapes; see
 ``docs/layers.md`` for an overview and ``docs/architecture.md`` for the shared conventions.
+
+Extension points: :class:`CouplingBase` (the coupling template), :func:`register_coupling`
+and :func:`register_subnet` (names a ``HierarchySpec`` can use), :class:`StepInfo` (what the
+builder tells a coupling about its step), :func:`set_finite_checks`, :func:`batch_logdet`.
 """
 
 from flowsr.layers.actnorm import ActNorm
 from flowsr.layers.adapters import NflowsTransform
-from flowsr.layers.base import FlowModule, set_finite_checks
+from flowsr.layers.base import FlowModule, batch_logdet, set_finite_checks
 from flowsr.layers.coupling import AffineCoupling, AffineInjector, CouplingBase, InvBlockExp, ThreeShiftCoupling
 from flowsr.layers.graph import FlowGraph
 from flowsr.layers.invconv import FixedPermutation, InvConv1x1
@@ -31,6 +35,7 @@ __all__ = [
     "SUBNETS",
     "CouplingBase",
     "StepInfo",
+    "batch_logdet",
     "get_coupling",
     "get_subnet",
     "register_coupling",

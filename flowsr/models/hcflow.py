@@ -175,6 +175,8 @@ class HCFlowRescaling(HierarchicalModel):
     def training_losses(
         self, hr: Tensor, lr: Tensor, noise: NoiseSource, losses: Mapping[str, Any]
     ) -> dict[str, Tensor]:
+        # the LR target must match the flow's LR output: a mismatched one would broadcast into the losses
+        self.check_pair(hr, lr)
         w = {name: _weight(losses, name) for name in self.loss_terms(losses)}
         temperature = _weight(losses, "hr_temperature", 1.0)
         eps = noise.normal("rescale", [s[1:] for s in self.latent_shapes(lr.shape[-2:], 1)], temperature)
