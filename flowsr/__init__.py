@@ -17,7 +17,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 #: Submodules reachable as attributes of the package.
-_SUBMODULES = ("data", "layers", "metrics", "models", "testing")
+_SUBMODULES = ("convert", "data", "layers", "metrics", "models", "testing")
 
 #: Public name -> the module that defines it.
 _NAMES: dict[str, str] = {
@@ -31,6 +31,7 @@ _NAMES: dict[str, str] = {
             "AffineCoupling",
             "AffineInjector",
             "ConditionalGaussianSplit",
+            "CouplingBase",
             "DenseBlock",
             "FixedPermutation",
             "FlowGraph",
@@ -44,15 +45,21 @@ _NAMES: dict[str, str] = {
             "Inverse",
             "NflowsTransform",
             "Squeeze",
+            "StepInfo",
             "ThreeShiftCoupling",
             "ZeroConv2d",
             "dequantize",
             "quantize",
+            "register_coupling",
+            "register_subnet",
+            "set_finite_checks",
         )
     },
     **{
         name: "flowsr.models"
         for name in (
+            "FAMILIES",
+            "FlowSRModel",
             "IRN",
             "CouplingSpec",
             "FeatureSpec",
@@ -62,11 +69,15 @@ _NAMES: dict[str, str] = {
             "HierarchySpec",
             "LatentSpec",
             "SRFlow",
+            "NonFiniteOutputError",
             "build_hierarchy",
+            "from_pretrained",
+            "get_family",
             "hcflow_rescaling_spec",
             "hcflow_sr_spec",
             "irn_spec",
             "load",
+            "register_family",
             "save",
             "srflow_spec",
         )

@@ -98,7 +98,7 @@ def test_bundled_recipes_resolve_by_name(tmp_path: Path, monkeypatch) -> None:
         assert resolve_recipe(name) == RECIPES[0].parent / "hcflow_rescaling_x4_tiny.yaml"
     with pytest.raises(ConfigError, match="did you mean hcflow_rescaling_x4_tiny"):
         resolve_recipe("hcflow_rescaling_x4_tiyn")
-    with pytest.raises(ConfigError, match="no recipe file 'nested/hcflow_sr_x4.yaml'"):
+    with pytest.raises(ConfigError, match="recipe not found: 'nested/hcflow_sr_x4.yaml'"):
         resolve_recipe("nested/hcflow_sr_x4.yaml")  # a path is a path, never a bundled name
     own = tmp_path / "hcflow_sr_x4.yaml"
     own.write_text("model: {family: hcflow_sr}\n")
