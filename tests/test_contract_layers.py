@@ -37,40 +37,15 @@ NO_SHRINK = [Phase.explicit, Phase.reuse, Phase.generate]
 
 CASES = ft.layer_cases()  # read at collection: every coupling registered by then has its case
 
-#: contract checks that flowsr's layers fail today (strict: the test fails once they pass).
-KNOWN_FAILURES = {
-    ("sequence", "bad_conditions"): "FlowSequence silently ignores conditions it does not take (no ValueError)",
-    ("flow_graph", "bad_input"): (
-        "FlowGraph (FrEIA 0.2 GraphINN) wraps the layers' ValueErrors in RuntimeError('<node> encountered an error')"
-    ),
-    ("flow_graph", "bad_conditions"): (
-        "FlowGraph: GraphINN's 'Got 1 conditions, but expected 0.' does not name the graph; layer errors are wrapped"
-    ),
-}
-
-
-def _params(known_failures: bool):
+def _params():
     for name in sorted(CASES):
         for check in LAYER_CHECKS:
-            reason = KNOWN_FAILURES.get((name, check))
-            if known_failures and reason:
-                yield pytest.param(
-                    name, check, id=f"{name}-{check}", marks=pytest.mark.xfail(reason=reason, strict=True)
-                )
-            elif not known_failures and not reason:
-                yield pytest.param(name, check, id=f"{name}-{check}")
+            yield pytest.param(name, check, id=f"{name}-{check}")
 
 
-@pytest.mark.parametrize(("case_name", "check"), list(_params(known_failures=False)))
+@pytest.mark.parametrize(("case_name", "check"), list(_params()))
 @given(data=st.data())
 def test_layer_contract(case_name, check, data):
-    LAYER_CHECKS[check](CASES[case_name], data)
-
-
-@pytest.mark.parametrize(("case_name", "check"), list(_params(known_failures=True)))
-@settings(phases=NO_SHRINK)
-@given(data=st.data())
-def test_layer_contract_known_failures(case_name, check, data):
     LAYER_CHECKS[check](CASES[case_name], data)
 
 

@@ -463,8 +463,10 @@ def test_flow_sequence_conditions(float64):
     ft.perturb_parameters(seq, seed=0)
     x, c = torch.randn(2, *shape), [torch.randn(2, *cshape), torch.randn(2, 3, 4, 4)]
     ft.check_all(seq, x, c)
-    with pytest.raises(ValueError, match="needs condition 1"):
+    with pytest.raises(ValueError, match=r"^FlowSequence: expected 2 condition\(s\), got 1"):
         seq([x], c=c[:1])
+    with pytest.raises(ValueError, match=r"^FlowSequence: expected 2 condition\(s\), got 3"):
+        seq([x], c=[*c, c[0]])
 
 
 def test_inverse_swaps_directions(float64):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from FrEIA.framework import GraphINN, Node, OutputNode
-from torch import nn
+from torch import Tensor, nn
 
 __all__ = ["FlowGraph"]
 
@@ -34,6 +34,24 @@ class FlowGraph(GraphINN):
         node_list: every node of the graph; its order fixes the order of the inputs, conditions
             and outputs (as in ``GraphINN``) and of the registered modules.
     """
+
+    def forward(self, x_or_z, c=None, rev=False, jac=True, intermediate_outputs=False, x=None):
+        """``GraphINN.forward``, with the graph's own errors named ``FlowGraph`` and a layer's
+        ``ValueError`` passed on as a ``ValueError`` (GraphINN wraps it in a ``RuntimeError``)."""
+        given = 0 if c is None else len(c)
+        if given != len(self.condition_nodes):
+            raise ValueError(f"FlowGraph: expected {len(self.condition_nodes)} condition(s), got {given}")
+        ends = self.out_nodes if rev else self.in_nodes
+        n = 1 if isinstance(x_or_z, Tensor) else len(x_or_z)
+        if n != len(ends):
+            what = "reverse input" if rev else "input"
+            raise ValueError(f"FlowGraph: expected {len(ends)} {what} tensor(s), got {n}")
+        try:
+            return super().forward(x_or_z, c=c, rev=rev, jac=jac, intermediate_outputs=intermediate_outputs, x=x)
+        except RuntimeError as err:
+            if isinstance(err.__cause__, ValueError):  # "<node> encountered an error." from a layer's check
+                raise ValueError(f"FlowGraph: {err} {err.__cause__}") from err.__cause__
+            raise
 
     def __init__(self, node_list: Sequence[Node], verbose: bool = False):
         node_list = list(node_list)

@@ -154,6 +154,8 @@ class FlowSequence(SequenceINN):
         if self.check_finite_inputs:
             check_finite("FlowSequence", "reverse input" if rev else "input", t)
         c = [] if c is None else list(c)
+        if len(c) != len(self.dims_c):  # a condition the sequence does not take is a mistake, not a no-op
+            raise ValueError(f"FlowSequence: expected {len(self.dims_c)} condition(s), got {len(c)}")
         log_det = xs[0].new_zeros(xs[0].shape[0])
         order = range(len(self.module_list))
         for i in reversed(order) if rev else order:
@@ -162,11 +164,6 @@ class FlowSequence(SequenceINN):
                 xs, j = module(xs, rev=rev, jac=jac)
             else:
                 indices = (cond,) if isinstance(cond, int) else cond
-                if max(indices) >= len(c):
-                    raise ValueError(
-                        f"FlowSequence: layer {i} ({type(module).__name__}) needs condition {max(indices)}, "
-                        f"got {len(c)} condition(s)"
-                    )
                 xs, j = module(xs, c=[c[k] for k in indices], rev=rev, jac=jac)
             xs = (xs,) if isinstance(xs, Tensor) else tuple(xs)
             if j is not None:

@@ -144,7 +144,8 @@ class Level(nn.Module):
         return self.latent.module_list[k]
 
     def run_body(self, h: Tensor, cond: Tensor | None, rev: bool) -> tuple[Tensor, Tensor]:
-        (out,), j = self.body([h], c=[cond] if self.conditioned else None, rev=rev)
+        # only a body with conditional steps takes the level's condition
+        (out,), j = self.body([h], c=[cond] if self.body.dims_c else None, rev=rev)
         return out, j
 
 
