@@ -25,8 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from flowsr.bench import machine_info  # noqa: E402
-from flowsr.demo import bundled_models_dir, rescaling_pairs, sr_pairs  # noqa: E402
-from flowsr.evaluate import evaluate_rescaling, evaluate_sr, markdown_table, summarize  # noqa: E402
+from flowsr.data.catalog import format_front_matter  # noqa: E402
+from flowsr.demo import IMAGE_SETS, bundled_models_dir, rescaling_pairs, sr_pairs  # noqa: E402
+from flowsr.evaluate import COLUMNS, evaluate_rescaling, evaluate_sr, markdown_table, summarize  # noqa: E402
 from flowsr.models.checkpoint import load, read_metadata, save  # noqa: E402
 
 
@@ -34,6 +35,8 @@ def _training_time(run: Path) -> tuple[float, str, str, int]:
     """Seconds of training (sum of the logged intervals), first and last log time, segments."""
     seconds, previous = 0.0, 0
     for row in csv.DictReader(open(run / "log.csv")):  # one row per logged interval, each with its rate
+        if not row.get("it_per_s"):  # a validation row: no training interval
+            continue
         it = int(row["iteration"])
         seconds += (it - previous) / float(row["it_per_s"])
         previous = it
@@ -41,6 +44,59 @@ def _training_time(run: Path) -> tuple[float, str, str, int]:
     stamps = re.findall(r"^\[([0-9-]+ [0-9:]+)\]", log, flags=re.M)
     segments = log.count("] training ")
     return seconds, stamps[0], stamps[-1], segments
+
+
+#: The card's metrics: (column key, hub metric type), for every mean row that has the column.
+_CARD_METRICS = (("psnr_y", "psnr"), ("ssim_y", "ssim"), ("psnr", "psnr"), ("ssim", "ssim"), ("lr_psnr_y", "psnr"))
+
+
+def front_matter(model, name: str, recipe: str, temperatures: list[float], mean: list[dict], what: str) -> dict:
+    """The card's YAML front matter (model-hub conventions): identity, the facts of the checkpoint,
+    and every mean metric of the card's table as ``model-index`` results (tests/test_model_files.py
+    checks that both agree)."""
+    sr = model.task == "sr"
+    metrics = []
+    for row in mean:
+        for key, kind in _CARD_METRICS:
+            value = row.get(key)
+            if isinstance(value, float) and value == value:  # not NaN
+                digits = 2 if kind == "psnr" else 4
+                metrics.append({"type": kind, "name": f"{COLUMNS[key]} ({row['method']})", "value": round(value, digits)})
+    return {
+        "license": "mit",
+        "library_name": "flowsr",
+        "pipeline_tag": "image-to-image",
+        "tags": ["flowsr", "normalizing-flow", "hcflow", "super-resolution" if sr else "image-rescaling"],
+        "datasets": ["scikit-image-sample-images"],
+        "metrics": ["psnr", "ssim"],
+        "base_recipe": recipe,
+        "flowsr": {
+            "weights": f"{name}.safetensors",
+            "family": model.family,
+            "task": "super-resolution" if sr else "rescaling",
+            "scale": int(model.scale),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "recipe": f"flowsr/recipes/{recipe}.yaml",
+            "demo_temperatures": temperatures,
+            "evaluation_data": what,
+        },
+        "model-index": [
+            {
+                "name": name,
+                "results": [
+                    {
+                        "task": {
+                            "type": "image-super-resolution" if sr else "image-rescaling",
+                            "name": f"Image super-resolution x{model.scale}" if sr
+                            else f"Image rescaling x{model.scale} (downscale, 8-bit LR, upscale)",
+                        },
+                        "dataset": {"type": "flowsr-demo-images", "name": f"flowsr demo images: {what}"},
+                        "metrics": metrics,
+                    }
+                ],
+            }
+        ],
+    }
 
 
 def main() -> int:
@@ -70,11 +126,12 @@ def main() -> int:
 
     temperatures = [float(t) for t in temps.split()]
     torch.manual_seed(0)
+    sets = IMAGE_SETS["reference"]  # the cards report on these (`flowsr demo --images reference`)
     if task == "rescaling":
-        rows = evaluate_rescaling(model, rescaling_pairs(), temperatures=temperatures, seed=0)
-        what = "every bundled HR image (Set5 butterfly + six CelebA-HQ faces), none trained on"
+        rows = evaluate_rescaling(model, rescaling_pairs(sets), temperatures=temperatures, seed=0)
+        what = "every bundled HR image of the reference sets (Set5 butterfly + six CelebA-HQ faces), none trained on"
     else:
-        pairs, what = sr_pairs(int(model.scale))
+        pairs, what = sr_pairs(int(model.scale), sets)
         rows = evaluate_sr(model, pairs, temperatures=temperatures, samples=3, seed=0)
     mean = summarize(rows)
 
@@ -84,7 +141,7 @@ def main() -> int:
     t, d = cfg["train"], cfg["data"]
     temps_arg = "" if args.temperatures is None else f' --temperatures "{temps}"'
     facts = {
-        "recipe": f"`recipes/{recipe}.yaml` (the run's full config: below)",
+        "recipe": f"`flowsr/recipes/{recipe}.yaml` (the run's full config: below)",
         "data": f"`{d.get('hr_dir') or d.get('samples')}` ({d.get('source')}), random {d['patch_size']}x"
         f"{d['patch_size']} HR crops, batch {d['batch_size']}, LR {d.get('lr') or 'files'}",
         "iterations": f"{extra['iteration']} (the last one is shipped, not a checkpoint picked on the "
@@ -93,15 +150,17 @@ def main() -> int:
         f"in {segments} segment(s)",
         "machine": f"{machine['cpu']}, {machine['cores']} cores, {t.get('threads')} torch thread(s), other jobs "
         f"on the same CPU; torch {machine['torch']}, Python {machine['python']}",
-        "command": f"`flowsr train recipes/{recipe}.yaml --run-dir runs/{recipe}` then "
+        "command": f"`flowsr train {recipe} --run-dir runs/{recipe}` then "
         f"`python recipes/ship_demo_model.py runs/{recipe} {args.name}{temps_arg}`",
         "file": f"`{target.name}`, float32 safetensors; metadata `recipe`, `iteration`, "
         f"`demo_temperatures` = `{temps}`",
     }
     table = "\n".join(f"| {k} | {v} |" for k, v in facts.items())
-    card = f"""# {args.name}: {model.family} x{model.scale}, {nparams:,} parameters, {extra["iteration"]} iterations
+    meta_card = front_matter(model, args.name, recipe, temperatures, mean, what)
+    meta_card["flowsr"]["iterations"] = int(extra["iteration"])
+    card = format_front_matter(meta_card) + f"""# {args.name}: {model.family} x{model.scale}, {nparams:,} parameters, {extra["iteration"]} iterations
 
-Trained by flowsr's own recipe `recipes/{recipe}.yaml`; `flowsr demo` uses it.
+Trained by flowsr's own recipe `flowsr/recipes/{recipe}.yaml`; `flowsr demo` uses it.
 
 | | |
 |---|---|
@@ -112,7 +171,7 @@ Trained by flowsr's own recipe `recipes/{recipe}.yaml`; `flowsr demo` uses it.
 ## Results on the demo images
 
 {what}; 8-bit images, border crop = scale; written {datetime.now():%Y-%m-%d} by `recipes/ship_demo_model.py`.
-`flowsr demo` prints the same numbers.
+`flowsr demo --images reference` prints the same numbers.
 
 {markdown_table(mean)}
 ## Config
