@@ -105,6 +105,17 @@ def load_model(ref: str, device: Any = "cpu") -> tuple[Any, Path]:
         raise CLIError(f"cannot load checkpoint {path}: {text}{hint}") from None
 
 
+def load_task_model(ref: str, device: Any, task: str, other_command: str) -> tuple[Any, Path]:
+    """:func:`load_model` for a command that runs models of one ``task`` (``"sr"`` / ``"rescaling"``);
+    a model of the other task is refused with the command that runs it (``other_command``)."""
+    model, path = load_model(ref, device)
+    if model.task != task:
+        kind = "an SR model" if model.task == "sr" else "a rescaling model"
+        wanted = "an SR model" if task == "sr" else "a rescaling model"
+        raise CLIError(f"{path} is {kind} ({model.family}), not {wanted}: use {other_command}")
+    return model, path
+
+
 def _parse_temperatures(value: Any) -> list[float] | None:
     try:
         if isinstance(value, str):

@@ -174,6 +174,11 @@ def model_ref(args: argparse.Namespace) -> str | None:
     return getattr(args, "model", None) or getattr(args, "checkpoint", None)
 
 
+def add_temperatures(p: argparse.ArgumentParser, help: str) -> None:
+    """``--temperature/-t T [T ...]`` (checked by :func:`temperature`; ``None`` when not given)."""
+    p.add_argument("--temperature", "-t", type=temperature, nargs="+", default=None, metavar="T", help=help)
+
+
 def add_seed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=seed, default=0, help="seed of the latent noise (0 to 2**64-1)")
 

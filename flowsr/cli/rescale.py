@@ -11,17 +11,17 @@ from flowsr.cli.base import command
 from flowsr.cli.batch import Batch
 from flowsr.cli.console import NoteLog, TileProgress, say
 from flowsr.cli.errors import CLIError
-from flowsr.cli.modelref import as_model_input, bundled_names, load_model, model_temperatures
+from flowsr.cli.modelref import as_model_input, bundled_names, load_task_model, model_temperatures
 from flowsr.cli.options import (
     DEFAULT_OVERLAP,
     add_device,
     add_model,
     add_output,
     add_seed,
+    add_temperatures,
     add_tiling,
     model_ref,
     resolve_device,
-    temperature,
     temperatures,
     tiling,
 )
@@ -54,14 +54,9 @@ def add_parser(sub, parents: list) -> argparse.ArgumentParser:
     p = command(sub, "rescale", HELP, EPILOG, parents)
     p.add_argument("images", nargs="+", metavar="HR_IMAGE", help="HR image files or folders of images")
     add_model(p, "the rescaling model", bundled_names())
-    p.add_argument(
-        "--temperature",
-        "-t",
-        type=temperature,
-        nargs="+",
-        default=None,
-        metavar="T",
-        help="temperature(s) of the latent when upscaling (default: the model's recommended ones)",
+    add_temperatures(
+        p,
+        "temperature(s) of the latent when upscaling (default: the model's recommended ones)",
     )
     p.add_argument(
         "--mode",
@@ -95,9 +90,7 @@ def run(args: argparse.Namespace) -> int:
     suffix = plan.check_suffix(args.suffix)
     found = inputs.collect(args.images, OUTPUT_TAG)
     device = resolve_device(args.device)
-    model, path = load_model(model_ref(args), device)
-    if model.task != "rescaling":
-        raise CLIError(f"{path} is an SR model ({model.family}), not a rescaling model: use 'flowsr sr'")
+    model, path = load_task_model(model_ref(args), device, "rescaling", "'flowsr sr'")
     scale = int(model.scale)
     if args.mode == "up":  # input: LR pixels
         lr_tile, lr_overlap = args.tile, tiling(args.tile, args.overlap, DEFAULT_OVERLAP, model.lr_multiple, "LR")

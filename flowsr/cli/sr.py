@@ -10,18 +10,18 @@ from flowsr.cli.base import command
 from flowsr.cli.batch import Batch
 from flowsr.cli.console import NoteLog, TileProgress, say
 from flowsr.cli.errors import CLIError
-from flowsr.cli.modelref import as_model_input, bundled_names, load_model, model_temperatures
+from flowsr.cli.modelref import as_model_input, bundled_names, load_task_model, model_temperatures
 from flowsr.cli.options import (
     DEFAULT_OVERLAP,
     add_device,
     add_model,
     add_output,
     add_seed,
+    add_temperatures,
     add_tiling,
     count,
     model_ref,
     resolve_device,
-    temperature,
     temperatures,
     tiling,
 )
@@ -61,14 +61,9 @@ def add_parser(sub, parents: list) -> argparse.ArgumentParser:
     p = command(sub, "sr", HELP, EPILOG, parents)
     p.add_argument("images", nargs="+", metavar="LR_IMAGE", help="LR image files or folders of images")
     add_model(p, "the SR model", bundled_names())
-    p.add_argument(
-        "--temperature",
-        "-t",
-        type=temperature,
-        nargs="+",
-        default=None,
-        metavar="T",
-        help="one or more sampling temperatures (default: the model's recommended ones)",
+    add_temperatures(
+        p,
+        "one or more sampling temperatures (default: the model's recommended ones)",
     )
     p.add_argument("--samples", "-n", type=count(1), default=1, metavar="N", help="samples per image and temperature")
     add_output(p, "results")
@@ -97,12 +92,9 @@ def run(args: argparse.Namespace) -> int:
     suffix = plan.check_suffix(args.suffix)
     found = inputs.collect(args.images, OUTPUT_TAG)
     device = resolve_device(args.device)
-    model, path = load_model(model_ref(args), device)
-    if model.task != "sr":
-        raise CLIError(
-            f"{path} is a rescaling model ({model.family}): use 'flowsr rescale HR_IMAGES' "
-            "(it upscales the LR images it makes itself)"
-        )
+    model, path = load_task_model(
+        model_ref(args), device, "sr", "'flowsr rescale HR_IMAGES' (it upscales the LR images it makes itself)"
+    )
     overlap = tiling(args.tile, args.overlap, DEFAULT_OVERLAP, model.lr_multiple, "LR")
     temps = temperatures(args.temperature or [])
     if not temps:

@@ -19,11 +19,11 @@ from flowsr.cli.options import (
     add_device,
     add_model,
     add_seed,
+    add_temperatures,
     add_tiling,
     count,
     model_ref,
     resolve_device,
-    temperature,
     temperatures,
     tiling,
 )
@@ -68,14 +68,9 @@ def add_parser(sub, parents: list) -> argparse.ArgumentParser:
     )
     add_model(p, "the model to evaluate", bundled_names(), required=False)
     p.add_argument("--data", "-d", default=None, metavar="DIR", help="test images (see below)")
-    p.add_argument(
-        "--temperature",
-        "-t",
-        type=temperature,
-        nargs="+",
-        default=None,
-        metavar="T",
-        help="temperatures (default: the model's recommended ones; else 0 and the family default for SR, "
+    add_temperatures(
+        p,
+        "temperatures (default: the model's recommended ones; else 0 and the family default for SR, "
         "the family default for rescaling)",
     )
     p.add_argument(
