@@ -19,7 +19,7 @@ from pathlib import Path
 
 from flowsr.bench.measure import DEFAULT_OPS, OPS, run_job, worker_main
 from flowsr.bench.presets import FULL_PRESETS, PRESETS, available_presets
-from flowsr.bench.report import COLUMNS, fmt_load, label, markdown_report, rows, targets
+from flowsr.bench.report import COLUMNS, command_line, fmt_load, label, markdown_report, rows, targets
 from flowsr.bench.system import format_table, loadavg, machine_info
 
 DESCRIPTION = (
@@ -97,7 +97,6 @@ def plan(args) -> list[dict]:
     return jobs
 
 
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``bench`` on an ``argparse`` sub-parser collection (``flowsr bench``)."""
     p = subparsers.add_parser(
@@ -167,7 +166,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "official network interleaved in this process, on the same weights and inputs, after checking that "
         "their outputs agree; the only source of 'flowsr / official' ratios",
     )
-    g.add_argument("--rounds", type=int, default=7, help="interleaved A/B rounds per row (default 7; at least 5)")
+    g.add_argument(
+        "--rounds", type=int, default=7, help="interleaved A/B rounds per row (default 7; use at least 5 for a report)"
+    )
     g.add_argument("--quick", action="store_true", help="3 rounds, for iterating (not for reports)")
     g.add_argument(
         "--rerun-busy",
@@ -180,9 +181,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     """Run the benchmark described by ``args`` (see :func:`add_parser`); prints the table."""
     if getattr(args, "official", None) or _side_by_side_json(args):
-        from flowsr.bench.sidebyside import run_side_by_side
+        from flowsr.bench.sidebyside import measure_all
+        from flowsr.bench.sidebyside_report import run_report
 
-        return run_side_by_side(args)
+        return run_report(args, measure_all)
     if getattr(args, "from_json", None):
         data = json.loads(Path(args.from_json).read_text())
         meta = data["meta"]
@@ -276,24 +278,13 @@ def _calibration(job: dict, args, say, when: str) -> dict[str, float]:
     return calib
 
 
-def command_line() -> str:
-    argv = sys.argv[1:]
-    prog = "flowsr bench" if Path(sys.argv[0]).name in ("flowsr", "__main__.py") else "python -m flowsr.bench"
-    if argv and argv[0] == "bench":
-        argv = argv[1:]
-    return " ".join([prog, *map(shlex.quote, argv)])
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m flowsr.bench``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--worker"]:
         return worker_main(argv[1])
-    parser = argparse.ArgumentParser(
-        prog="python -m flowsr.bench", description=DESCRIPTION
-    )
+    parser = argparse.ArgumentParser(prog="python -m flowsr.bench", description=DESCRIPTION)
     add_arguments(parser)
     args = parser.parse_args(argv)
     args.command_line = " ".join(["python -m flowsr.bench", *map(shlex.quote, argv)])
     return run(args)
-

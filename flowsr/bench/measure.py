@@ -33,7 +33,6 @@ OPS = ("encode", "decode", "train", "samples", "samples_repeat", "tiled")
 DEFAULT_OPS = ("encode", "decode", "train", "samples")
 
 
-
 def _generator(device, seed: int):
     import torch
 
@@ -328,4 +327,3 @@ def worker_main(payload: str) -> int:
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return text[:300] + ("..." if len(text) > 300 else "")
-

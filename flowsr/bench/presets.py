@@ -119,15 +119,33 @@ PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
         Preset(
-            "hcflow_sr_x4", "HCFlow SR x4", "hcflow_sr", lambda: _hcflow_sr(4), 4, heat=0.9, tiled_lr=512,
+            "hcflow_sr_x4",
+            "HCFlow SR x4",
+            "hcflow_sr",
+            lambda: _hcflow_sr(4),
+            4,
+            heat=0.9,
+            tiled_lr=512,
             shares_lr_features=True,
         ),
         Preset(
-            "hcflow_sr_x8", "HCFlow SR x8 face", "hcflow_sr", lambda: _hcflow_sr(8), 8, heat=0.8, image="face_x8",
-            tiled_lr=512, shares_lr_features=True,
+            "hcflow_sr_x8",
+            "HCFlow SR x8 face",
+            "hcflow_sr",
+            lambda: _hcflow_sr(8),
+            8,
+            heat=0.8,
+            image="face_x8",
+            tiled_lr=512,
+            shares_lr_features=True,
         ),
         Preset(
-            "hcflow_rescaling_x4", "HCFlow rescaling x4", "hcflow_rescaling", _hcflow_rescaling, 4, heat=1.0,
+            "hcflow_rescaling_x4",
+            "HCFlow rescaling x4",
+            "hcflow_rescaling",
+            _hcflow_rescaling,
+            4,
+            heat=1.0,
             shares_lr_features=True,
         ),
         Preset("srflow_x4", "SRFlow x4 (DF2K)", "srflow", _srflow, 4, heat=0.9, output_std=0.01),
@@ -284,4 +302,3 @@ def large_lr(preset: Preset, size: int):
 
     hr, _ = crop_inputs(dataclasses.replace(preset, hr_size=160))
     return F.interpolate(hr, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1).contiguous()
-

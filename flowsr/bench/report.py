@@ -6,13 +6,16 @@ Markdown file.
 
 from __future__ import annotations
 
+import shlex
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from flowsr.bench.measure import is_variant
 from flowsr.bench.presets import PRESETS
 from flowsr.bench.system import format_table
 
-__all__ = ["BUSY", "COLUMNS", "label", "markdown_report", "rows", "setup_lines", "targets"]
+__all__ = ["BUSY", "COLUMNS", "command_line", "label", "markdown_report", "rows", "setup_lines", "targets"]
 
 #: Cores' worth of CPU used by other processes above which a row is flagged as measured on a busy machine.
 BUSY = 0.25
@@ -197,7 +200,10 @@ def markdown_report(results: Sequence[dict], calib: dict | None, info: dict, met
         ]
     if meta.get("note"):
         lines += [f"> **Note.** {meta['note']}", ""]
-    lines += ["## Setup", "", *setup_lines(info, meta),
+    lines += [
+        "## Setup",
+        "",
+        *setup_lines(info, meta),
         f"- Device {meta['device']}, {threads} torch threads (`torch.set_num_threads`), float32 unless marked "
         f"bf16 (autocast) or compile (`torch.compile`)",
         f"- Method: {meta['warmup']} warm-up call(s), then {meta['repeats']} timed calls: median (min-max); "
@@ -288,3 +294,11 @@ def setup_lines(info: dict, meta: dict) -> list[str]:
         f"at end {_fmt_loads(meta.get('load_end'))}",
     ]
 
+
+def command_line() -> str:
+    """How this process was started, as a ``flowsr bench`` / ``python -m flowsr.bench`` command line."""
+    argv = sys.argv[1:]
+    prog = "flowsr bench" if Path(sys.argv[0]).name in ("flowsr", "__main__.py") else "python -m flowsr.bench"
+    if argv and argv[0] == "bench":
+        argv = argv[1:]
+    return " ".join([prog, *map(shlex.quote, argv)])

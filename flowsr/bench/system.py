@@ -27,6 +27,7 @@ __all__ = [
     "sync",
 ]
 
+
 def count_flops(fn: Callable[[], Any]) -> int:
     """Convolution / matmul FLOPs of one call of ``fn`` (``FlopCounterMode``: 1 MAC = 2 FLOP;
     backward passes run inside ``fn`` are counted too)."""
@@ -36,7 +37,6 @@ def count_flops(fn: Callable[[], Any]) -> int:
     with counter:
         fn()
     return int(counter.get_total_flops())
-
 
 
 def sync(device) -> None:
