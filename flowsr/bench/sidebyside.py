@@ -196,13 +196,20 @@ def interleave(
     rounds: int,
     warmup: int = 1,
     warm_official: Callable[[], Any] | None = None,
+    flops: bool = False,
 ) -> dict[str, Any]:
     """Time ``official`` and ``flowsr`` alternately (who goes first alternates by round) after
     ``warmup`` calls of each: ``{"official": [s], "flowsr": [s], "others_cpu": cores}`` where
-    ``others_cpu`` is the CPU other processes used meanwhile (cores' worth; 0 = idle machine)."""
-    for _ in range(warmup):
+    ``others_cpu`` is the CPU other processes used meanwhile (cores' worth; 0 = idle machine).
+    ``flops``: also ``"flop"``, flowsr's conv/matmul FLOPs, counted during its first warm-up
+    call (untimed), which saves a call per row."""
+    flop = None
+    for i in range(warmup):
         (warm_official or official)()
-        flowsr()
+        if flops and i == 0:
+            flop = count_flops(flowsr)
+        else:
+            flowsr()
     times: dict[str, list[float]] = {"official": [], "flowsr": []}
     busy0, own0, wall0 = cpu_busy(), time.process_time(), time.perf_counter()
     for r in range(rounds):
@@ -215,7 +222,7 @@ def interleave(
     others = None
     if busy0 is not None and busy1 is not None and wall > 0:
         others = max(0.0, ((busy1[0] - busy0[0]) - (own1 - own0)) / wall)
-    return {**times, "others_cpu": others}
+    return {**times, "others_cpu": others, **({"flop": flop} if flop is not None else {})}
 
 
 def _ops(pair: Pair, op: str, n: int, seed: int) -> tuple[Callable, Callable, Callable | None]:
@@ -257,9 +264,7 @@ def measure_pair(
     official, ours, warm = _ops(pair, op, n, seed)
     grad = contextlib.nullcontext() if op == "train" else torch.no_grad()
     with grad:
-        row.update(interleave(official, ours, rounds, 1, warm))
-        if flops and op != "train":
-            row["flop"] = count_flops(ours)
+        row.update(interleave(official, ours, rounds, 1, warm, flops=flops and op != "train"))
     for side in ("official", "flowsr"):
         row[f"{side}_median"], row[f"{side}_min"] = statistics.median(row[side]), min(row[side])
     row["ratio"] = row["flowsr_median"] / row["official_median"] if row["agree"] else None
