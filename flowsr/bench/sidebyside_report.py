@@ -196,6 +196,11 @@ def run_report(args, measure_all: Callable[[Any, Callable[..., None]], list[dict
         data = json.loads(Path(args.from_json).read_text())
         results, info, meta = data["side_by_side"], data["machine"], data["meta"]
     else:
+        from flowsr.bench.official import detect_repo
+
+        for path in args.official:  # a wrong path fails before anything is measured
+            detect_repo(path)
+        args.threads = args.threads or 2  # `flowsr bench` leaves it to torch; side by side: 2 unless asked
         torch.set_num_threads(args.threads)
         started = time.perf_counter()
         info = machine_info()
