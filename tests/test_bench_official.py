@@ -202,3 +202,15 @@ def test_without_official_code_there_is_no_ratio(tmp_path, capsys) -> None:
     argv = ["--preset", "tiny_irn", "--ops", "decode", "--repeats", "1", "--warmup", "0", "--threads", "1"]
     assert bench.main([*argv, "--calib-seconds", "0.01", "--in-process", "--no-flops"]) == 0
     assert "official" not in capsys.readouterr().out
+
+
+def test_train_options_are_the_checkouts_for_the_cpu(standin) -> None:
+    from flowsr.bench.official_train import train_options
+
+    network = {"scale": 4, "quant": 64, "network_G": {"which_model_G": "standin"}, "other": 1}
+    opt = train_options(standin / "codes", "options/train/train_standin.yml", network)
+    assert opt["model"] == "Standin" and opt["scale"] == 4 and opt["quant"] == 64
+    assert opt["network_G"] == {"which_model_G": "standin"} and "other" not in opt  # the network options win
+    assert opt["gpu_ids"] is None and opt["dist"] is False and opt["is_train"] is True
+    assert opt["path"] == {"resume_state": None}  # never resumes from the checkout's experiments
+    assert opt["train"]["lr_steps"] == [500, 750]  # as the official option parser

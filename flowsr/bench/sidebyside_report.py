@@ -79,7 +79,7 @@ def rows(results: Sequence[Mapping[str, Any]], conv_peak: float | None) -> list[
                 f"{r['flowsr_median']:.3g}",
                 f"{r['flowsr_min']:.3g}",
                 ratio,
-                f"{chk['max_abs']:.1e} ({chk['what']})",
+                f"{chk['max_abs']:.1e} ({chk['what']}; {chk['rel']:.0e} rel.)",
                 others,
                 "-" if rate is None else f"{rate:.0f}",
                 "-" if rate is None or not conv_peak else f"{100 * rate / conv_peak:.0f}%",
@@ -177,6 +177,14 @@ def markdown(results: Sequence[Mapping[str, Any]], info: dict, meta: dict, conv_
         "## Targets",
         "",
         *(targets(results) or ["- (no row with a target was measured)"]),
+        "",
+        "## Not here",
+        "",
+        "- Peak memory, FLOPs per call, bf16 / channels-last / `torch.compile` variants, the batch-4 training step "
+        "and tiled 512 -> 2048 inference of flowsr alone: `python -m flowsr.bench --all` (absolute numbers, no "
+        "ratio to the official code).",
+        "- Numerics against recorded official outputs: the golden-fixture tests (`tests/test_hcflow_golden.py`, "
+        "`tests/test_srflow.py`, `tests/test_irn.py`, `tests/test_train_parity.py`).",
         "",
     ]
     return "\n".join(lines) + "\n"
