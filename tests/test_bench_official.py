@@ -214,3 +214,11 @@ def test_train_options_are_the_checkouts_for_the_cpu(standin) -> None:
     assert opt["gpu_ids"] is None and opt["dist"] is False and opt["is_train"] is True
     assert opt["path"] == {"resume_state": None}  # never resumes from the checkout's experiments
     assert opt["train"]["lr_steps"] == [500, 750]  # as the official option parser
+
+
+def test_latents_are_matched_by_shape() -> None:
+    deep, shallow, other = torch.zeros(1, 21, 4, 4), torch.ones(1, 6, 8, 8), torch.zeros(1, 6, 8, 8)
+    official_out = {"z1": torch.rand(1, 6, 8, 8), "z2": torch.rand(1, 21, 4, 4), "z3": torch.rand(1, 6, 8, 8)}
+    got = sidebyside.match_latents(official_out, [deep, shallow, other])
+    assert got["z1"] is shallow and got["z2"] is deep and got["z3"] is other
+    assert sidebyside.match_latents({"z": torch.rand(2, 3)}, [deep]) == {}

@@ -129,14 +129,17 @@ def _flowsr_encode_outputs(pair: Pair, official: Mapping[str, torch.Tensor]) -> 
         y = r.lr
     if "lr" in official:
         out["lr"] = y.clamp(0, 1) if pair.repo.clamps else y
-    unused = list(zs)
-    for key, value in official.items():  # latents: matched by shape, in order
-        if key in out:
-            continue
-        match = next((z for z in unused if z.shape == value.shape), None)
-        if match is not None:
-            unused.remove(match)
-            out[key] = match
+    return {**match_latents({k: v for k, v in official.items() if k not in out}, zs), **out}
+
+
+def match_latents(official: Mapping[str, torch.Tensor], zs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """For each official latent, the first unused flowsr latent of its shape (the official
+    forwards return theirs in their own order)."""
+    unused, out = list(zs), {}
+    for key, value in official.items():
+        index = next((i for i, z in enumerate(unused) if z.shape == value.shape), None)
+        if index is not None:
+            out[key] = unused.pop(index)  # by position: tensors do not compare with ==
     return out
 
 
