@@ -156,7 +156,7 @@ def check(pair: Pair, op: str, n: int = 8) -> dict[str, Any]:
     """Compare the outputs of ``op`` (see the module docstring): ``{"max_abs", "rel", "what"}``
     (``rel``: the deviation over ``max(1, max |official output|)``, for samples over the raw
     official outputs' size as ``sample`` clamps; for training the relative loss difference)."""
-    with torch.no_grad():
+    with contextlib.nullcontext() if op == "train" else torch.no_grad():  # training needs gradients
         if op == "encode":
             with record_draws() as draws:
                 official = pair.repo.encode(pair.net, pair.hr, pair.lr)
