@@ -15,7 +15,7 @@ from flowsr.cli.options import add_common, add_device, resolve_device, setup_tor
 
 __all__ = ["add_parser", "run"]
 
-HELP = "Benchmark the model presets (time, GFLOP/s, peak memory)"
+HELP = "Benchmark the model presets (time, GFLOP/s, peak memory); --official: side by side with the official code"
 
 
 def add_parser(sub, parents: list) -> argparse.ArgumentParser:
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     argv = ["bench", *getattr(args, "bench_argv", [])]
     parser = bench_parser()
     ns = parser.parse_args(argv)
-    for name in ("repeats", "samples", "train_batch", "calib_seconds", "timeout"):  # counts and durations
+    for name in ("repeats", "samples", "train_batch", "calib_seconds", "timeout", "rounds", "tolerance"):
         value = getattr(ns, name, None)
         if value is not None and value <= 0:
             parser.error(f"argument --{name.replace('_', '-')}: must be > 0, got {value}")
