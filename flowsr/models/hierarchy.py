@@ -250,6 +250,8 @@ class HierarchicalFlow(FlowModule):
         # the shared part: levels without a split, then the first split level's features
         while levels and levels[0][0].n_keep is None:
             level, cond = levels.pop(0)
+            if cond is not None and cond.shape[0] != h.shape[0]:  # y already has the samples' batch (SRFlow)
+                cond = _repeat_batch(cond, h.shape[0])
             h, j = level.run_body(h, cond, rev=True)
             logdet = logdet + j
         if not levels:
@@ -257,7 +259,8 @@ class HierarchicalFlow(FlowModule):
         first = levels[0][0]
         feat = first.features(h, []) if first.features is not None else None
         batch = latents[0].shape[0]
-        step = batch if chunk is None else max(1, int(chunk)) * y.shape[0]
+        # chunks only where the samples are introduced here (not when y itself carries them)
+        step = batch if chunk is None or h.shape[0] == batch else max(1, int(chunk)) * h.shape[0]
         if step >= batch:
             return self._decode_levels(h, logdet, feat, latents, levels)
         outs, logdets = [], []
