@@ -226,21 +226,66 @@ class HierarchicalFlow(FlowModule):
                 deeper = [feat, *deeper]
         return [h, *latents], logdet, deeper
 
-    def decode(self, y: Tensor, latents: Sequence[Tensor], c: Sequence[Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    def decode(
+        self,
+        y: Tensor,
+        latents: Sequence[Tensor],
+        c: Sequence[Tensor] | None = None,
+        *,
+        chunk: int | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """``(y, [z_{L-1}, ..., z_0]) -> (x, logdet of the inverse)`` without validation.
 
         Several samples per ``y`` (diverse sampling): the latents (and the result) may have
         ``n`` times the batch of ``y`` and ``c``; sample ``i * B + b`` then decodes ``y[b]``, exactly
-        as with ``y.repeat(n, 1, 1, 1)``, but whatever depends on ``y`` alone (the deepest
-        level's features, levels before the first split) is computed once per ``y``, not ``n`` times.
+        as with ``y.repeat(n, 1, 1, 1)``, but whatever depends on ``y`` alone (levels before the
+        first split, the first split level's features) is computed once per ``y``, not ``n`` times.
+        ``chunk``: decode at most ``chunk`` samples per ``y`` at a time after that shared part
+        (bounds the memory; ``None``: all at once). Every row is computed on its own by every
+        layer, so the result does not depend on ``chunk``.
         """
-        logdet = y.new_zeros(y.shape[0])
+        latents = list(latents)
+        levels = list(zip(reversed(self.levels), reversed(self._level_conditions(c))))
+        h, logdet = y, y.new_zeros(y.shape[0])
+        # the shared part: levels without a split, then the first split level's features
+        while levels and levels[0][0].n_keep is None:
+            level, cond = levels.pop(0)
+            if cond is not None and cond.shape[0] != h.shape[0]:  # y already has the samples' batch (SRFlow)
+                cond = _repeat_batch(cond, h.shape[0])
+            h, j = level.run_body(h, cond, rev=True)
+            logdet = logdet + j
+        if not levels:
+            return h, logdet
+        first = levels[0][0]
+        feat = first.features(h, []) if first.features is not None else None
+        batch = latents[0].shape[0]
+        # chunks only where the samples are introduced here (not when y itself carries them)
+        step = batch if chunk is None or h.shape[0] == batch else max(1, int(chunk)) * h.shape[0]
+        if step >= batch:
+            return self._decode_levels(h, logdet, feat, latents, levels)
+        outs, logdets = [], []
+        for start in range(0, batch, step):
+            part = [z[start : start + step] for z in latents]
+            x, j = self._decode_levels(h, logdet, feat, part, levels)
+            outs.append(x)
+            logdets.append(j)
+        return torch.cat(outs), torch.cat(logdets)
+
+    def _decode_levels(
+        self,
+        h: Tensor,
+        logdet: Tensor,
+        first_feat: Tensor | None,
+        latents: list[Tensor],
+        levels: list[tuple[Level, Tensor | None]],
+    ) -> tuple[Tensor, Tensor]:
+        """The reverse of ``levels`` (deepest first; the first one splits, its features given)."""
         latents = list(latents)
         deeper: list[Tensor] = []
-        h = y
-        for level, cond in zip(reversed(self.levels), reversed(self._level_conditions(c))):
+        for k, (level, cond) in enumerate(levels):
             if level.n_keep is not None:
-                a, j, feat = self._latent(level, h, latents.pop(0), deeper, rev=True)
+                feat = first_feat if k == 0 else None
+                a, j, feat = self._latent(level, h, latents.pop(0), deeper, rev=True, feat=feat)
                 if a.shape[0] != h.shape[0]:  # the first latent brings the samples: expand what is shared
                     h, logdet = _repeat_batch(h, a.shape[0]), _repeat_batch(logdet, a.shape[0])
                 logdet = logdet + j
@@ -254,8 +299,9 @@ class HierarchicalFlow(FlowModule):
         return h, logdet
 
     @staticmethod
-    def _latent(level: Level, keep: Tensor, t: Tensor, deeper: list[Tensor], rev: bool):
-        feat = level.features(keep, deeper) if level.features is not None else None
+    def _latent(level: Level, keep: Tensor, t: Tensor, deeper: list[Tensor], rev: bool, feat: Tensor | None = None):
+        if feat is None and level.features is not None:
+            feat = level.features(keep, deeper)
         if feat is not None and feat.shape[0] != t.shape[0]:  # shared by the samples of one y (decode)
             feat = _repeat_batch(feat, t.shape[0])
         if level.latent is None:
