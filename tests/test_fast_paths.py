@@ -16,7 +16,14 @@ import torch
 
 from flowsr.layers import FCN, RRDB, ConvActNorm, DenseBlock, FlowStep, ResidualDenseBlock, ZeroConv2d
 from flowsr.layers.coupling import AffineCoupling
-from flowsr.layers.fastpath import fast_paths, fast_paths_enabled, inference_key, set_fast_paths
+from flowsr.layers.fastpath import (
+    fast_paths,
+    fast_paths_enabled,
+    inference_key,
+    set_fast_paths,
+    step_folding,
+    step_folding_enabled,
+)
 from flowsr.models import FAMILIES, load, save
 from flowsr.testing import perturb_parameters
 from flowsr.testing.families import family_images, tiny_model
@@ -31,11 +38,11 @@ def _flat(out) -> list[torch.Tensor]:
     return [t for o in out for t in _flat(o)]
 
 
-def _both(fn) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def _both(fn, fold: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """``fn()``'s tensors with the fast paths off and on (twice on: the second call uses the cache)."""
     with fast_paths(False):
         plain = _flat(fn())
-    with fast_paths(True):
+    with fast_paths(True), step_folding(fold):
         fast = _flat(fn())
         again = _flat(fn())
     for a, b in zip(fast, again):
@@ -81,27 +88,34 @@ def test_flow_step_fusion_equals_plain(permutation, rev):
     perturb_parameters(step, seed=2, scale=0.2).eval()
     x, c = torch.randn(2, 6, 8, 8), torch.randn(2, 3, 8, 8)
     with torch.no_grad():
-        plain, fast = _both(lambda: step([x], [c], rev=rev))
+        plain, fast = _both(lambda: step([x], [c], rev=rev), fold=True)
         _assert_close(plain, fast)
+        assert not torch.equal(plain[0], fast[0]) or torch.equal(x, plain[0])  # the fold really ran
         # the fused step is still the inverse of itself, log-dets negated
-        (y,), j = step([x], [c])
-        (x_back,), j_back = step([y], [c], rev=True)
+        with step_folding():
+            (y,), j = step([x], [c])
+            (x_back,), j_back = step([y], [c], rev=True)
     assert float((x_back - x).abs().max()) < 1e-5
     assert float((j + j_back).abs().max()) < 1e-3
 
 
+@pytest.mark.parametrize("fold", [False, True], ids=["default", "step_folding"])
 @pytest.mark.parametrize(("family", "preset"), PRESETS, ids=[f"{f}-{p}" for f, p in PRESETS])
-def test_models_fast_path_equals_plain(family, preset):
+def test_models_fast_path_equals_plain(family, preset, fold):
     cls = FAMILIES[family]
     model = tiny_model(cls, preset, seed=3)  # every weight perturbed: no layer is the identity
     hr, lr = family_images(model)
     with torch.no_grad():
-        plain, fast = _both(lambda: model.encode(hr, lr))
+        plain, fast = _both(lambda: model.encode(hr, lr), fold)
         _assert_close(plain, fast)
+        if not fold:  # the default fast paths are bitwise exact
+            assert all(torch.equal(a, b) for a, b in zip(plain, fast))
         zs = model.sample_latents(lr, 0.8, torch.Generator().manual_seed(0))
         start = plain[0] if model.task == "rescaling" else lr
-        plain, fast = _both(lambda: model.decode(start, zs))
+        plain, fast = _both(lambda: model.decode(start, zs), fold)
         _assert_close(plain, fast)
+        if not fold:
+            assert all(torch.equal(a, b) for a, b in zip(plain, fast))
 
 
 def _grads(model, hr, lr):
@@ -178,7 +192,10 @@ def test_state_dict_pickle_and_checkpoints_unchanged(tmp_path):
 
 
 def test_set_fast_paths_is_global_and_restored():
-    assert fast_paths_enabled()
+    assert fast_paths_enabled() and not step_folding_enabled()
+    with step_folding():
+        assert step_folding_enabled()
+    assert not step_folding_enabled()
     with fast_paths(False):
         assert not fast_paths_enabled()
     assert fast_paths_enabled()

@@ -3,7 +3,8 @@
 In inference -- a module in eval mode with no gradient needed for its parameters
 (``torch.no_grad()`` / ``torch.inference_mode()`` or frozen weights) -- several layers run a
 cheaper but mathematically identical computation (results agree with the plain path to float32
-round-off, ``<= 1e-5`` on whole models; ``tests/test_fast_paths.py``):
+round-off, ``<= 1e-5`` on whole models; ``tests/test_fast_paths.py``); the default ones are
+bitwise exact, so inference gives the same bits with and without autograd:
 
 * :class:`~flowsr.layers.subnets.ConvActNorm` folds its ActNorm into the convolution
   (``W * e^s``, bias ``b * e^s``) and :class:`~flowsr.layers.subnets.ZeroConv2d` its output
@@ -13,7 +14,8 @@ round-off, ``<= 1e-5`` on whole models; ``tests/test_fast_paths.py``):
   encoder) write each layer's activation straight into one preallocated feature buffer instead
   of concatenating growing tensors (``torch.cat`` was ~10% of an HCFlow SR encode), and do
   their activations and residual sums in place;
-* :class:`~flowsr.layers.step.FlowStep` folds its ActNorm into the following 1x1 invertible
+* opt-in (:func:`set_step_folding` / :func:`step_folding`), exact to round-off only:
+  :class:`~flowsr.layers.step.FlowStep` folds its ActNorm into the following 1x1 invertible
   convolution (forward ``W diag(e^s)`` with bias ``W (b e^s)``; reverse
   ``diag(e^-s) W^-1`` with bias ``-b``), log-det unchanged;
 * :class:`~flowsr.layers.invconv.InvConv1x1` caches its inverse (it always did).
@@ -38,9 +40,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["cached_inference", "fast_paths", "fast_paths_enabled", "inference_key", "set_fast_paths"]
+__all__ = [
+    "cached_inference",
+    "fast_paths",
+    "fast_paths_enabled",
+    "inference_key",
+    "set_fast_paths",
+    "set_step_folding",
+    "step_folding",
+    "step_folding_enabled",
+]
 
 _ENABLED = True
+# Off by default: the folded step is exact only to round-off, and flowsr promises that inference
+# gives bitwise the same result with and without autograd (e.g. flowsr.inference vs model.sample).
+_FOLD_STEPS = False
 # module -> {name: (key, value)}; weak, so the cache lives exactly as long as its module and is
 # never pickled, deep-copied or saved with it.
 _CACHES: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[tuple, list, Any]]] = weakref.WeakKeyDictionary()
@@ -66,6 +80,28 @@ def fast_paths(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         set_fast_paths(previous)
+
+
+def set_step_folding(enabled: bool) -> None:
+    """Turn the (round-off exact, opt-in) ActNorm + 1x1-conv folding of flow steps on or off."""
+    global _FOLD_STEPS
+    _FOLD_STEPS = bool(enabled)
+
+
+def step_folding_enabled() -> bool:
+    """Whether flow steps fold their ActNorm into the 1x1 conv in inference (off by default)."""
+    return _FOLD_STEPS
+
+
+@contextlib.contextmanager
+def step_folding(enabled: bool = True) -> Iterator[None]:
+    """``with step_folding(): ...`` runs the block with flow-step folding on (or off), then restores."""
+    previous = _FOLD_STEPS
+    set_step_folding(enabled)
+    try:
+        yield
+    finally:
+        set_step_folding(previous)
 
 
 def inference_key(module: nn.Module, tensors: Sequence[Tensor]) -> tuple | None:

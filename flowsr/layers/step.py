@@ -12,7 +12,7 @@ from torch import Tensor
 from flowsr.layers.actnorm import ActNorm
 from flowsr.layers.base import FlowModule
 from flowsr.layers.coupling import AffineInjector
-from flowsr.layers.fastpath import cached_inference
+from flowsr.layers.fastpath import cached_inference, step_folding_enabled
 from flowsr.layers.invconv import FixedPermutation, InvConv1x1
 
 __all__ = ["FlowStep"]
@@ -93,8 +93,9 @@ class FlowStep(FlowModule):
         return w_fwd[:, :, None, None], b_fwd, w_rev[:, :, None, None], -b
 
     def _fused_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
-        """The folded ActNorm + 1x1 conv in inference (``flowsr.layers.fastpath``), else ``None``."""
-        if self.actnorm is None or not isinstance(self.permute, InvConv1x1):
+        """The folded ActNorm + 1x1 conv in inference with step folding on (``flowsr.layers.fastpath``,
+        opt-in), else ``None``."""
+        if not step_folding_enabled() or self.actnorm is None or not isinstance(self.permute, InvConv1x1):
             return None
         an, inv = self.actnorm, self.permute
         return cached_inference(self, "actnorm_invconv", (an.bias, an.logs, *inv._tensors()), self._folded)
