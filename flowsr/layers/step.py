@@ -5,9 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
 from flowsr.layers.actnorm import ActNorm
 from flowsr.layers.base import FlowModule
 from flowsr.layers.coupling import AffineInjector
+from flowsr.layers.fastpath import cached_inference, step_folding_enabled
 from flowsr.layers.invconv import FixedPermutation, InvConv1x1
 
 __all__ = ["FlowStep"]
@@ -76,11 +81,54 @@ class FlowStep(FlowModule):
         parts = [(self.actnorm, False), (self.permute, False), (self.injector, True), (self.coupling, True)]
         return [(m, conditional) for m, conditional in parts if m is not None]
 
+    def _folded(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """ActNorm folded into the 1x1 conv: forward ``conv(x, W diag(e^s)) + W (b e^s)``, reverse
+        ``conv(y, diag(e^-s) W^-1) - b`` (the same maps; only the rounding differs)."""
+        an, inv = self.actnorm, self.permute
+        s, b = an.logs.reshape(-1), an.bias.reshape(-1)
+        w = inv.matrix()
+        w_fwd = w * torch.exp(s)[None, :]
+        b_fwd = w @ (b * torch.exp(s))
+        w_rev = torch.exp(-s)[:, None] * inv.inverse_matrix()
+        return w_fwd[:, :, None, None], b_fwd, w_rev[:, :, None, None], -b
+
+    def _fused_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+        """The folded ActNorm + 1x1 conv in inference with step folding on (``flowsr.layers.fastpath``,
+        opt-in), else ``None``."""
+        if not step_folding_enabled() or self.actnorm is None or not isinstance(self.permute, InvConv1x1):
+            return None
+        an, inv = self.actnorm, self.permute
+        return cached_inference(self, "actnorm_invconv", (an.bias, an.logs, *inv._tensors()), self._folded)
+
+    def _fused_mix(self, folded, x: Tensor, logdet: Tensor, rev: bool) -> tuple[Tensor, Tensor]:
+        """ActNorm + 1x1 conv as one conv; the log-det adds the parts' terms in the plain order."""
+        w_fwd, b_fwd, w_rev, b_rev = folded
+        hw = x.shape[2] * x.shape[3]
+        j_an = (torch.sum(self.actnorm.logs) * hw).repeat(x.shape[0])
+        j_inv = (self.permute.logdet_per_pixel() * hw).repeat(x.shape[0])
+        if not rev:
+            return F.conv2d(x, w_fwd, b_fwd), logdet + j_an + j_inv
+        return F.conv2d(x, w_rev, b_rev), logdet + -j_inv + -j_an
+
     def forward(self, x, c=None, rev=False, jac=True):
         self._check_input(x, rev)
         c = self._check_conditions(c, x[0])
         logdet = self._zero_logdet(x[0])
         parts = self._parts()
+        folded = self._fused_weights()
+        if folded is not None:
+            # inference: the first two parts (actnorm, permute) as one conv, the rest as usual
+            if not rev:
+                mixed, logdet = self._fused_mix(folded, x[0], logdet, rev)
+                x = (mixed,)
+            rest = parts[2:]
+            for module, conditional in reversed(rest) if rev else rest:
+                x, j = module(x, c=c if conditional and c else None, rev=rev, jac=jac)
+                logdet = logdet + j
+            if rev:
+                mixed, logdet = self._fused_mix(folded, x[0], logdet, rev)
+                x = (mixed,)
+            return tuple(x), logdet
         for module, conditional in reversed(parts) if rev else parts:
             x, j = module(x, c=c if conditional and c else None, rev=rev, jac=jac)
             logdet = logdet + j
