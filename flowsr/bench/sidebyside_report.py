@@ -203,6 +203,8 @@ def run_report(args, measure_all: Callable[[Any, Callable[..., None]], list[dict
     if getattr(args, "from_json", None):
         data = json.loads(Path(args.from_json).read_text())
         results, info, meta = data["side_by_side"], data["machine"], data["meta"]
+        if args.note:  # a note written after the run (e.g. on what a row's numbers mean)
+            meta["note"] = args.note
     else:
         from flowsr.bench.official import detect_repo
 
