@@ -61,7 +61,8 @@ def front_matter(model, name: str, recipe: str, temperatures: list[float], mean:
             value = row.get(key)
             if isinstance(value, float) and value == value:  # not NaN
                 digits = 2 if kind == "psnr" else 4
-                metrics.append({"type": kind, "name": f"{COLUMNS[key]} ({row['method']})", "value": round(value, digits)})
+                name = f"{COLUMNS[key]} ({row['method']})"
+                metrics.append({"type": kind, "name": name, "value": round(value, digits)})
     return {
         "license": "mit",
         "library_name": "flowsr",
@@ -158,7 +159,8 @@ def main() -> int:
     table = "\n".join(f"| {k} | {v} |" for k, v in facts.items())
     meta_card = front_matter(model, args.name, recipe, temperatures, mean, what)
     meta_card["flowsr"]["iterations"] = int(extra["iteration"])
-    card = format_front_matter(meta_card) + f"""# {args.name}: {model.family} x{model.scale}, {nparams:,} parameters, {extra["iteration"]} iterations
+    title = f"{args.name}: {model.family} x{model.scale}, {nparams:,} parameters, {extra['iteration']} iterations"
+    card = format_front_matter(meta_card) + f"""# {title}
 
 Trained by flowsr's own recipe `flowsr/recipes/{recipe}.yaml`; `flowsr demo` uses it.
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowsr.layers.base import FlowModule
+from flowsr.layers.fastpath import inference_key
 
 __all__ = ["FixedPermutation", "InvConv1x1"]
 
@@ -126,16 +127,9 @@ class InvConv1x1(FlowModule):
         return [self.lower, self.upper, self.log_s, self.perm, self.sign_s]
 
     def _current_key(self) -> tuple | None:
-        """Cache key, or ``None`` when caching is not allowed (training, grads, torch.func tensors)."""
-        if self.training:
-            return None
-        tensors = self._tensors()
-        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-            return None
-        try:
-            return tuple((t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
-        except (RuntimeError, AttributeError, NotImplementedError):  # e.g. functorch-wrapped parameters
-            return None
+        """Cache key, or ``None`` when caching is not allowed (fast paths off, training, grads,
+        torch.func tensors): the inference fast paths' key."""
+        return inference_key(self, self._tensors())
 
     def _cached(self) -> tuple[Tensor, Tensor] | None:
         key = self._current_key()
