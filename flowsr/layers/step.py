@@ -116,20 +116,15 @@ class FlowStep(FlowModule):
         logdet = self._zero_logdet(x[0])
         parts = self._parts()
         folded = self._fused_weights()
-        if folded is not None:
-            # inference: the first two parts (actnorm, permute) as one conv, the rest as usual
+        if folded is not None:  # inference: the first two parts (actnorm, permute) as one conv
+            parts = parts[2:]
             if not rev:
                 mixed, logdet = self._fused_mix(folded, x[0], logdet, rev)
                 x = (mixed,)
-            rest = parts[2:]
-            for module, conditional in reversed(rest) if rev else rest:
-                x, j = module(x, c=c if conditional and c else None, rev=rev, jac=jac)
-                logdet = logdet + j
-            if rev:
-                mixed, logdet = self._fused_mix(folded, x[0], logdet, rev)
-                x = (mixed,)
-            return tuple(x), logdet
         for module, conditional in reversed(parts) if rev else parts:
             x, j = module(x, c=c if conditional and c else None, rev=rev, jac=jac)
             logdet = logdet + j
+        if folded is not None and rev:
+            mixed, logdet = self._fused_mix(folded, x[0], logdet, rev)
+            x = (mixed,)
         return tuple(x), logdet

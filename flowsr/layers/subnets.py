@@ -189,6 +189,7 @@ class DenseBlock(nn.Module):
         buf[:, :c] = x
         for i, conv in enumerate((self.conv1, self.conv2, self.conv3, self.conv4)):
             start = c + i * gc
+            # F.leaky_relu has no out=; its ATen op writes straight into the slice (no extra copy)
             torch._C._nn.leaky_relu(conv(buf[:, :start]), 0.2, out=buf[:, start : start + gc])
         return self.conv5(buf)
 

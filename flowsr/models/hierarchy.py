@@ -250,8 +250,7 @@ class HierarchicalFlow(FlowModule):
         # the shared part: levels without a split, then the first split level's features
         while levels and levels[0][0].n_keep is None:
             level, cond = levels.pop(0)
-            if cond is not None and cond.shape[0] != h.shape[0]:  # y already has the samples' batch (SRFlow)
-                cond = _repeat_batch(cond, h.shape[0])
+            cond = _repeat_batch(cond, h.shape[0])  # y may already carry the samples (SRFlow)
             h, j = level.run_body(h, cond, rev=True)
             logdet = logdet + j
         if not levels:
@@ -292,9 +291,7 @@ class HierarchicalFlow(FlowModule):
                 if feat is not None:
                     deeper = [feat, *deeper]
                 h = torch.cat([h, a], 1)
-            if cond is not None and cond.shape[0] != h.shape[0]:
-                cond = _repeat_batch(cond, h.shape[0])
-            h, j = level.run_body(h, cond, rev=True)
+            h, j = level.run_body(h, _repeat_batch(cond, h.shape[0]), rev=True)
             logdet = logdet + j
         return h, logdet
 
@@ -302,8 +299,7 @@ class HierarchicalFlow(FlowModule):
     def _latent(level: Level, keep: Tensor, t: Tensor, deeper: list[Tensor], rev: bool, feat: Tensor | None = None):
         if feat is None and level.features is not None:
             feat = level.features(keep, deeper)
-        if feat is not None and feat.shape[0] != t.shape[0]:  # shared by the samples of one y (decode)
-            feat = _repeat_batch(feat, t.shape[0])
+        feat = _repeat_batch(feat, t.shape[0])  # shared by the samples of one y (decode)
         if level.latent is None:
             return t, t.new_zeros(t.shape[0]), feat
         (out,), j = level.latent([t], c=[feat] if feat is not None else None, rev=rev)
@@ -347,8 +343,11 @@ class HierarchicalFlow(FlowModule):
         return c
 
 
-def _repeat_batch(t: Tensor, batch: int) -> Tensor:
-    """``t`` (batch ``B``) repeated to ``batch = n * B`` in ``t.repeat(n, ...)`` order."""
+def _repeat_batch(t: Tensor | None, batch: int) -> Tensor | None:
+    """``t`` (batch ``B``) repeated to ``batch = n * B`` in ``t.repeat(n, ...)`` order; ``t`` itself
+    when it has that batch already or is ``None`` (no condition / features)."""
+    if t is None or t.shape[0] == batch:
+        return t
     if batch % t.shape[0]:
         raise ValueError(f"HierarchicalFlow: {batch} latent samples are not a multiple of the batch {t.shape[0]} of y")
     return t.repeat(batch // t.shape[0], *([1] * (t.dim() - 1)))
